@@ -1,0 +1,1 @@
+"""Prefect blocks: shared endpoints and secrets of the services loopline talks to."""

@@ -1,0 +1,30 @@
+"""Save the block documents for the configured services (idempotent: overwrites the same names).
+
+Run from the repository root: ``python -m blocks.register`` (``loopline services up`` does it).
+"""
+
+from __future__ import annotations
+
+from blocks.servers import BLOCK_NAME, DataRoot, LabelStudioServer, MLflowServer
+from loopline.services.credentials import label_studio_credentials
+from loopline.settings import get_settings
+
+
+def register_blocks() -> list[str]:
+    settings = get_settings()
+    creds = label_studio_credentials(settings)
+    LabelStudioServer(url=settings.resolved_label_studio_url, api_key=creds.token).save(BLOCK_NAME, overwrite=True)
+    MLflowServer(tracking_uri=settings.resolved_mlflow_tracking_uri).save(BLOCK_NAME, overwrite=True)
+    DataRoot(
+        uri=settings.resolved_data_root,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_access_key_id=settings.s3_access_key_id,
+        s3_secret_access_key=settings.s3_secret_access_key,
+    ).save(BLOCK_NAME, overwrite=True)
+    return [f"{cls.get_block_type_slug()}/{BLOCK_NAME}" for cls in (LabelStudioServer, MLflowServer, DataRoot)]
+
+
+if __name__ == "__main__":
+    for name in register_blocks():
+        print(f"saved block {name}")

@@ -1,0 +1,1 @@
+"""Prefect flows: the entrypoints of loopline (one file per stage, plus pipeline.py)."""

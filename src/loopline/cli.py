@@ -1,0 +1,118 @@
+"""The ``loopline`` command: the local platform, demo data, datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import typer
+
+from loopline.errors import LooplineError
+from loopline.settings import get_settings
+
+app = typer.Typer(help="loopline: the production line for the machine-learning loop.", no_args_is_help=True)
+services_app = typer.Typer(help="The local platform on 127.0.0.1 (Prefect, worker, MLflow, Label Studio).")
+app.add_typer(services_app, name="services")
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start every local service that is not running (idempotent)."""
+    from loopline.services import platform
+
+    try:
+        statuses = platform.up(get_settings())
+    except LooplineError as exc:
+        _fail(exc)
+    _print_statuses(statuses)
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the services that `up` started (and only those)."""
+    from loopline.services import platform
+
+    stopped = platform.down(get_settings())
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Each service's URL and health. Exits 1 unless all are healthy."""
+    from loopline.services import platform
+
+    statuses = platform.status(get_settings())
+    _print_statuses(statuses)
+    if any(s.state != "healthy" for s in statuses):
+        raise typer.Exit(code=1)
+
+
+def _print_statuses(statuses: list) -> None:  # type: ignore[type-arg]
+    for s in statuses:
+        colour = typer.colors.GREEN if s.state == "healthy" else typer.colors.YELLOW
+        pid = f"pid {s.pid}" if s.pid else ""
+        typer.echo(f"{s.name:<15} " + typer.style(f"{s.state:<10}", fg=colour) + f" {s.url}  {pid}")
+
+
+@app.command("env")
+def env() -> None:
+    """Print shell exports that point the prefect CLI at the local platform: eval "$(loopline env)"."""
+    from loopline.services.platform import prefect_env
+
+    for key, value in prefect_env(get_settings()).items():
+        typer.echo(f"export {key}={json.dumps(value)}")
+
+
+@app.command("deploy")
+def deploy() -> None:
+    """Create or update every deployment in prefect.yaml (`prefect deploy --all`)."""
+    from loopline.services.platform import prefect_env
+
+    settings = get_settings()
+    command = [str(os.path.join(os.path.dirname(sys.executable), "prefect")), "--no-prompt", "deploy", "--all"]
+    result = subprocess.run(command, cwd=settings.resolved_project_root, env={**os.environ, **prefect_env(settings)})
+    raise typer.Exit(code=result.returncode)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: str = typer.Argument(..., help="Folder to write the demo images into."),
+    size: int = typer.Option(32, help="Side of the rendered images in pixels."),
+    rounds: int = typer.Option(2, help="How many collection rounds to split the images into."),
+) -> None:
+    """Write the digits demo collection (with planted corrupt files and duplicates) and its ground truth."""
+    from loopline.data.demo import write_demo_data
+
+    demo = write_demo_data(out, size=size, rounds=rounds)
+    typer.echo(f"wrote {demo.images} digit images into {', '.join(str(r) for r in demo.rounds)}")
+    typer.echo(f"planted: {', '.join(f'{v} {k}' for k, v in demo.planted.items())}")
+    typer.echo(f"ground truth (for the demo annotator only): {demo.ground_truth}")
+
+
+@app.command("datasets")
+def datasets(data_root: str = typer.Option(None, help="Default: LOOPLINE_DATA_ROOT.")) -> None:
+    """List the dataset versions (manifests) under the data root."""
+    from loopline.data.catalog import list_datasets
+    from loopline.data.store import open_store
+
+    settings = get_settings()
+    root = data_root or settings.resolved_data_root
+    try:
+        found = list_datasets(open_store(root, settings))
+    except LooplineError as exc:
+        _fail(exc)
+    if not found:
+        typer.echo(f"no datasets under {root}")
+    for d in found:
+        typer.echo(f"{d.version}  {d.images:>6} images  {d.labelled:>6} labelled  {d.manifest_uri}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Data: sources, image checks, de-duplication, content-addressed storage, manifests, splits."""

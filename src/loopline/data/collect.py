@@ -1,0 +1,249 @@
+"""Collect: turn a folder or S3 prefix of raw files into a clean, content-addressed, versioned dataset.
+
+Every file is read and decoded; bad files are copied to ``quarantine/`` with a reason (never deleted
+from the source); exact duplicates (same SHA-256) and near duplicates (perceptual hashes within a
+Hamming threshold) are reduced to one representative; kept images are stored under
+``images/<hh>/<sha256>.<ext>``; a manifest is written last, so a failure leaves no partial manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import PurePosixPath
+
+from loopline.data.dedupe import near_duplicate_groups
+from loopline.data.images import ImageInfo, ImageLimits, QuarantineReason, Rejection, inspect_image
+from loopline.data.manifest import ManifestRow, write_manifest
+from loopline.data.s3 import is_transient
+from loopline.data.sources import LocalFolderSource, Source, SourceFile
+from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.store import DataStore
+from loopline.errors import SourceChanged
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    near_duplicate_threshold: int = 4
+    fractions: SplitFractions = field(default_factory=SplitFractions)
+    seed: int = 0
+    workers: int = 4  # threads for I/O (reads, writes, S3)
+    processes: int | None = None  # decode-check processes for local sources; None: one per CPU
+    min_files_for_processes: int = 1_000  # below this, starting processes costs more than it saves
+
+
+@dataclass(frozen=True)
+class QuarantinedFile:
+    source_uri: str
+    reason: QuarantineReason
+    detail: str
+    stored_uri: str | None
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    kind: str  # "exact" or "near"
+    kept_uri: str
+    removed_uris: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    source_uri: str
+    data_root: str
+    version: str
+    manifest_uri: str
+    manifest_written: bool
+    seen: int
+    kept: int
+    exact_duplicates: int
+    near_duplicates: int
+    quarantined: dict[str, int]
+    images_written: int
+    labels: dict[str, int]
+    splits: dict[str, int]
+    duplicate_groups: tuple[DuplicateGroup, ...]
+    quarantined_files: tuple[QuarantinedFile, ...]
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    file: SourceFile
+    sha256: str | None
+    result: ImageInfo | Rejection
+
+
+def _read(source: Source, file: SourceFile) -> bytes | Rejection:
+    try:
+        return source.read(file)
+    except Exception as exc:  # any read failure of one file is quarantined, unless worth a retry
+        if is_transient(exc):
+            raise
+        return Rejection("unreadable", f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _scan_pool(source: Source, total: int, options: CollectOptions) -> Iterator[ProcessPoolExecutor | None]:
+    """Processes for the CPU-bound decode-check of local files (spawned: safe beside threads)."""
+    processes = options.processes if options.processes is not None else (os.cpu_count() or 1)
+    if not isinstance(source, LocalFolderSource) or processes < 2 or total < options.min_files_for_processes:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def _scan(source: Source, file: SourceFile, limits: ImageLimits) -> _Scanned:
+    data = _read(source, file)
+    if isinstance(data, Rejection):
+        return _Scanned(file, None, data)
+    return _Scanned(file, hashlib.sha256(data).hexdigest(), inspect_image(data, limits))
+
+
+def _suffix(uri: str) -> str:
+    return PurePosixPath(uri).suffix.lower()[:10]
+
+
+def _quarantine(store: DataStore, source: Source, item: _Scanned) -> QuarantinedFile:
+    assert isinstance(item.result, Rejection)
+    key_hash = item.sha256 or hashlib.sha256(item.file.uri.encode()).hexdigest()
+    record_key = f"quarantine/{key_hash}.json"
+    data_key = f"quarantine/{key_hash}{_suffix(item.file.uri)}" if item.sha256 else None
+    if not store.exists(record_key):
+        if data_key:
+            data = _read(source, item.file)
+            if isinstance(data, bytes):
+                store.put_bytes(data_key, data)
+        record = {"source_uri": item.file.uri, "reason": item.result.reason, "detail": item.result.detail}
+        store.put_bytes(record_key, json.dumps(record, sort_keys=True).encode())
+    return QuarantinedFile(
+        item.file.uri, item.result.reason, item.result.detail, store.uri(data_key) if data_key else None
+    )
+
+
+def _store_image(store: DataStore, source: Source, item: _Scanned) -> tuple[str, bool]:
+    assert isinstance(item.result, ImageInfo) and item.sha256
+    key = f"images/{item.sha256[:2]}/{item.sha256}{EXTENSIONS.get(item.result.format, '.img')}"
+    if store.exists(key):
+        return store.uri(key), False
+    data = source.read(item.file)
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise SourceChanged(
+            f"{item.file.uri!r} changed while it was being collected. To fix this, rerun collect once "
+            "the source has stopped changing."
+        )
+    store.put_bytes(key, data)
+    return store.uri(key), True
+
+
+def _dedupe(
+    good: list[_Scanned], threshold: int
+) -> tuple[list[_Scanned], list[DuplicateGroup], int, int]:
+    """Keep one image per exact and per near-duplicate group; returns (kept, groups, n_exact, n_near)."""
+    by_hash: dict[str, list[_Scanned]] = defaultdict(list)
+    for item in good:
+        by_hash[item.sha256 or ""].append(item)
+    groups: list[DuplicateGroup] = []
+    unique: list[_Scanned] = []
+    for items in by_hash.values():
+        unique.append(items[0])  # files arrive sorted by URI: the first is the representative
+        if len(items) > 1:
+            groups.append(DuplicateGroup("exact", items[0].file.uri, tuple(i.file.uri for i in items[1:])))
+    n_exact = sum(len(g.removed_uris) for g in groups)
+    unique.sort(key=lambda i: i.file.uri)
+    infos = [i.result for i in unique]
+    near = near_duplicate_groups([i.phash for i in infos if isinstance(i, ImageInfo)], threshold)
+    dropped: set[int] = set()
+    n_near = 0
+    for group in near:
+        ranked = sorted(group, key=lambda k: (-_area(unique[k]), unique[k].file.uri))
+        dropped.update(ranked[1:])
+        n_near += len(ranked) - 1
+        groups.append(
+            DuplicateGroup("near", unique[ranked[0]].file.uri, tuple(unique[k].file.uri for k in ranked[1:]))
+        )
+    kept = [item for k, item in enumerate(unique) if k not in dropped]
+    return kept, groups, n_exact, n_near
+
+
+def _area(item: _Scanned) -> int:
+    return item.result.width * item.result.height if isinstance(item.result, ImageInfo) else 0
+
+
+def collect(
+    source: Source,
+    store: DataStore,
+    options: CollectOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> CollectResult:
+    """Collect every file of ``source`` into ``store``; see the module docstring."""
+    options = options or CollectOptions()
+    store.check_writable()
+    files = source.list_files()
+    total = len(files)
+    logger.info("collecting %d files from %s into %s", total, source.uri, store.root)
+    scanned: list[_Scanned] = []
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool, _scan_pool(source, total, options) as scan_pool:
+        scan = partial(_scan, source, limits=options.limits)
+        results = scan_pool.map(scan, files, chunksize=64) if scan_pool else pool.map(scan, files)
+        for done, item in enumerate(results, start=1):
+            scanned.append(item)
+            if on_progress:
+                on_progress(done, total)
+        good = [s for s in scanned if isinstance(s.result, ImageInfo)]
+        bad = [s for s in scanned if isinstance(s.result, Rejection)]
+        kept, groups, n_exact, n_near = _dedupe(good, options.near_duplicate_threshold)
+        quarantined = list(pool.map(lambda s: _quarantine(store, source, s), bad))
+        stored = list(pool.map(lambda s: _store_image(store, source, s), kept))
+
+    labelled = [(s.sha256 or "", s.file.label) for s in kept if s.file.label is not None]
+    splits = stratified_split(labelled, options.fractions, options.seed) if labelled else {}
+    rows = []
+    for item, (stored_uri, _) in zip(kept, stored, strict=True):
+        assert isinstance(item.result, ImageInfo) and item.sha256
+        rows.append(
+            ManifestRow(
+                content_hash=item.sha256,
+                source_uri=item.file.uri,
+                stored_uri=stored_uri,
+                width=item.result.width,
+                height=item.result.height,
+                format=item.result.format,
+                source_label=item.file.label,
+                split=splits.get(item.sha256),
+            )
+        )
+    version, manifest_uri, written = write_manifest(store, rows)
+    return CollectResult(
+        source_uri=source.uri,
+        data_root=store.root,
+        version=version,
+        manifest_uri=manifest_uri,
+        manifest_written=written,
+        seen=total,
+        kept=len(rows),
+        exact_duplicates=n_exact,
+        near_duplicates=n_near,
+        quarantined=dict(sorted(Counter(q.reason for q in quarantined).items())),
+        images_written=sum(1 for _, new in stored if new),
+        labels=dict(sorted(Counter(r.source_label for r in rows if r.source_label).items())),
+        splits=dict(sorted(Counter(r.split for r in rows if r.split).items())),
+        duplicate_groups=tuple(groups),
+        quarantined_files=tuple(quarantined),
+    )

@@ -1,0 +1,147 @@
+"""Content-addressed storage under the data root: a local folder or an S3 prefix.
+
+Keys are relative POSIX paths (``images/ab/ab12….png``). Writes are atomic: a local write goes to a
+temporary file that is renamed into place; an S3 PUT is atomic by nature.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from loopline.data.s3 import CREDENTIAL_ERROR_CODES, error_code, make_s3_client, parse_s3_uri
+from loopline.errors import DataRootNotWritable
+from loopline.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class DataStore(Protocol):
+    """Where loopline keeps images, quarantined files and manifests."""
+
+    root: str
+
+    def uri(self, key: str) -> str: ...
+    def exists(self, key: str) -> bool: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def check_writable(self) -> None: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+
+class LocalStore:
+    """A data root on the local file system."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(Path(root).expanduser().resolve())
+
+    def path(self, key: str) -> Path:
+        return Path(self.root) / key
+
+    def uri(self, key: str) -> str:
+        return str(self.path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        folder = self.path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    def check_writable(self) -> None:
+        probe = f".write-check-{uuid.uuid4().hex}"
+        try:
+            self.put_bytes(probe, b"")
+            self.path(probe).unlink()
+        except OSError as exc:
+            raise DataRootNotWritable(
+                f"The data root {self.root!r} is not writable ({exc.strerror or exc}). To fix this, "
+                "choose a folder you can write (LOOPLINE_DATA_ROOT=/some/dir) or fix its permissions."
+            ) from exc
+
+
+class S3Store:
+    """A data root under an S3 prefix (``s3://bucket/prefix``)."""
+
+    def __init__(self, root: str, client: S3Client) -> None:
+        self.root = root.rstrip("/")
+        self.bucket, self.prefix = parse_s3_uri(self.root)
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        for page in pages:
+            keys.extend(obj["Key"][start:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def check_writable(self) -> None:
+        from botocore.exceptions import ClientError
+
+        probe = f".write-check-{uuid.uuid4().hex}"
+        try:
+            self.put_bytes(probe, b"")
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "NoSuchBucket":
+                fix = f"create the bucket {self.bucket!r} or point LOOPLINE_DATA_ROOT at one that exists"
+            elif code in CREDENTIAL_ERROR_CODES:
+                fix = "check LOOPLINE_S3_ACCESS_KEY_ID / LOOPLINE_S3_SECRET_ACCESS_KEY and the bucket policy"
+            else:
+                fix = "check the bucket, the endpoint (LOOPLINE_S3_ENDPOINT_URL) and the credentials"
+            raise DataRootNotWritable(
+                f"The data root {self.root!r} is not writable ({code}: {exc}). To fix this, {fix}."
+            ) from exc
+
+
+def open_store(root: str, settings: Settings) -> DataStore:
+    """The store for a data root: ``s3://bucket/prefix`` or a local path."""
+    if root.startswith("s3://"):
+        return S3Store(root, make_s3_client(settings))
+    return LocalStore(root)

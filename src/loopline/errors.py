@@ -1,0 +1,31 @@
+"""Domain errors. Each message says what was wrong, the value, and how to fix it."""
+
+from __future__ import annotations
+
+
+class LooplineError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class SourceNotFound(LooplineError):
+    """The folder or bucket/prefix to collect from does not exist."""
+
+
+class EmptySource(LooplineError):
+    """The source exists but holds no files."""
+
+
+class SourceAccessDenied(LooplineError):
+    """The source exists but the credentials cannot read it."""
+
+
+class DataRootNotWritable(LooplineError):
+    """The data root cannot be written (permissions, missing bucket, bad credentials)."""
+
+
+class SourceChanged(LooplineError):
+    """A file changed between the check and the copy."""
+
+
+class ServiceError(LooplineError):
+    """A local service could not be started, reached or stopped."""

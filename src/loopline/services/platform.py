@@ -1,0 +1,206 @@
+"""The embedded default platform: Prefect server + process worker, MLflow, Label Studio on 127.0.0.1.
+
+State, logs and PID files live under the loopline home (``.loopline/``). ``up`` is idempotent (a running
+service is left alone), ``down`` stops only what ``up`` started (by PID file), ``status`` reports each
+service's URL and health.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from loopline.errors import ServiceError
+from loopline.services import process
+from loopline.services.credentials import label_studio_credentials
+from loopline.services.process import ProcessSpec
+from loopline.settings import Settings
+
+WORK_POOL = "local"
+WORKER_NAME = "loopline-local-worker"
+
+State = Literal["healthy", "unhealthy", "stopped"]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    url: str
+    state: State
+    pid: int | None
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _get_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+
+
+def prefect_env(settings: Settings) -> dict[str, str]:
+    """Environment of every Prefect process of the local platform."""
+    return {
+        "PREFECT_API_URL": settings.resolved_prefect_api_url,
+        "PREFECT_HOME": str(settings.resolved_home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+        "LOOPLINE_HOME": str(settings.resolved_home),
+        "LOOPLINE_PROJECT_ROOT": str(settings.resolved_project_root),
+    }
+
+
+def _worker_online(settings: Settings) -> bool:
+    response = httpx.post(
+        f"{settings.resolved_prefect_api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=2.0
+    )
+    return response.status_code == 200 and any(
+        w.get("name") == WORKER_NAME and w.get("status") == "ONLINE" for w in response.json()
+    )
+
+
+def service_specs(settings: Settings) -> list[ProcessSpec]:
+    """The four services in start order."""
+    home = settings.resolved_home
+    host = settings.host
+    api = settings.resolved_prefect_api_url
+    creds = label_studio_credentials(settings)
+    ls_url = f"http://{host}:{settings.label_studio_port}"
+    data_root = settings.resolved_data_root
+    files_root = data_root if not data_root.startswith("s3://") else str(home / "label-studio" / "files")
+    ls_bin = settings.resolved_project_root / ".venv-labelstudio" / "bin" / "label-studio"
+    mlflow_dir = home / "mlflow"
+    return [
+        ProcessSpec(
+            name="prefect-server",
+            command=[_bin("prefect"), "server", "start", "--host", host, "--port", str(settings.prefect_port)],
+            state_dir=home,
+            url=f"http://{host}:{settings.prefect_port}",
+            health=lambda: _get_ok(f"{api}/health"),
+            env=prefect_env(settings),
+            port=settings.prefect_port,
+            host=host,
+        ),
+        ProcessSpec(
+            name="prefect-worker",
+            command=[_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", WORKER_NAME],
+            state_dir=home,
+            url=f"{api} (pool {WORK_POOL})",
+            health=lambda: _worker_online(settings),
+            env={**prefect_env(settings), "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+            cwd=settings.resolved_project_root,
+            stop_signals=(signal.SIGTERM, signal.SIGINT),
+            start_timeout=60,
+        ),
+        ProcessSpec(
+            name="mlflow",
+            command=[
+                _bin("mlflow"), "server", "--host", host, "--port", str(settings.mlflow_port),
+                "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination", str(mlflow_dir / "artifacts"),
+                "--serve-artifacts", "--workers", "1",
+            ],
+            state_dir=home,
+            url=f"http://{host}:{settings.mlflow_port}",
+            health=lambda: _get_ok(f"http://{host}:{settings.mlflow_port}/health"),
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            port=settings.mlflow_port,
+            host=host,
+        ),
+        ProcessSpec(
+            name="label-studio",
+            command=[str(ls_bin), "start", "--no-browser", "--internal-host", host, "--port", str(settings.label_studio_port)],
+            state_dir=home,
+            url=ls_url,
+            health=lambda: _get_ok(
+                f"{ls_url}/api/current-user/whoami", {"Authorization": f"Token {creds.token.get_secret_value()}"}
+            ),
+            env={
+                "HOME": str(home / "label-studio" / "home"),
+                "LABEL_STUDIO_BASE_DATA_DIR": str(home / "label-studio" / "data"),
+                "DJANGO_DB": "sqlite",
+                "LABEL_STUDIO_USERNAME": creds.username,
+                "LABEL_STUDIO_PASSWORD": creds.password.get_secret_value(),
+                "LABEL_STUDIO_USER_TOKEN": creds.token.get_secret_value(),
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": files_root,
+                "SENTRY_DSN": "",
+                "FRONTEND_SENTRY_DSN": "",
+                "LATEST_VERSION_CHECK": "false",
+                "COLLECT_ANALYTICS": "false",
+            },
+            port=settings.label_studio_port,
+            host=host,
+            start_timeout=180,
+        ),
+    ]
+
+
+def ensure_work_pool(settings: Settings) -> None:
+    """Create the process work pool ``local`` unless it exists."""
+    response = httpx.post(
+        f"{settings.resolved_prefect_api_url}/work_pools/",
+        json={"name": WORK_POOL, "type": "process", "description": "loopline local process pool"},
+        timeout=10.0,
+    )
+    if response.status_code not in (200, 201, 409):
+        raise ServiceError(f"Could not create the work pool {WORK_POOL!r}: {response.status_code} {response.text}")
+
+
+def register_blocks(settings: Settings) -> None:
+    """Save the Prefect blocks that point flows at the local services (blocks/register.py)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "blocks.register"],
+        cwd=settings.resolved_project_root,
+        env={**os.environ, **prefect_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise ServiceError(f"Saving the Prefect blocks failed:\n{result.stderr[-3000:]}")
+
+
+def _check_prerequisites(settings: Settings) -> None:
+    root = settings.resolved_project_root
+    if not (root / "flows").is_dir() or not (root / ".venv-labelstudio" / "bin" / "label-studio").exists():
+        raise ServiceError(
+            f"{root} is not a set-up loopline checkout (flows/ and .venv-labelstudio/ are needed). To fix "
+            "this, run `bash scripts/setup.sh` in the checkout, then run loopline from there "
+            "(or set LOOPLINE_PROJECT_ROOT)."
+        )
+
+
+def up(settings: Settings) -> list[ServiceStatus]:
+    """Start every service that is not running; leave running ones alone."""
+    _check_prerequisites(settings)
+    specs = {s.name: s for s in service_specs(settings)}
+    process.start(specs["prefect-server"])
+    ensure_work_pool(settings)
+    register_blocks(settings)
+    for name in ("prefect-worker", "mlflow", "label-studio"):
+        process.start(specs[name])
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop, in reverse order, the services ``up`` started. Returns the names stopped."""
+    return [spec.name for spec in reversed(service_specs(settings)) if process.stop(spec)]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    result = []
+    for spec in service_specs(settings):
+        pid = process.running_pid(spec)
+        state: State = "stopped" if pid is None else "healthy" if process.healthy(spec) else "unhealthy"
+        result.append(ServiceStatus(spec.name, spec.url, state, pid))
+    return result

@@ -1,0 +1,85 @@
+"""Process settings, read from the environment (prefix ``LOOPLINE_``) at call time.
+
+Endpoints and secrets that flows share are also saved as Prefect blocks (see ``blocks/``); these settings
+are what a process starts from. Nothing here is read at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a loopline process needs to find its services and its data."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".loopline"),
+        description="State, logs, PID files and the default data root of the local platform.",
+    )
+    project_root: Path = Field(
+        default=Path("."), description="The loopline checkout: flows/, prefect.yaml, .venv-labelstudio/."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the local services bind to.")
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    label_studio_port: int = Field(default=8080, ge=1, le=65535)
+
+    prefect_api_url: str | None = Field(
+        default=None, description="Prefect API; default: the local server on prefect_port."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking server; default: the local server on mlflow_port."
+    )
+    label_studio_url: str | None = Field(
+        default=None, description="Label Studio server; default: the local server on label_studio_port."
+    )
+    label_studio_token: SecretStr | None = Field(
+        default=None,
+        description="Label Studio API token; default: the one `loopline services up` generated.",
+    )
+
+    data_root: str | None = Field(
+        default=None, description="Where collected data lives: a local path or s3://bucket/prefix."
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
+    s3_region: str = Field(default="us-east-1")
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_project_root(self) -> Path:
+        return self.project_root.expanduser().resolve()
+
+    @property
+    def resolved_prefect_api_url(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def resolved_label_studio_url(self) -> str:
+        return self.label_studio_url or f"http://{self.host}:{self.label_studio_port}"
+
+    @property
+    def resolved_data_root(self) -> str:
+        if self.data_root:
+            if self.data_root.startswith("s3://"):
+                return self.data_root.rstrip("/")
+            return str(Path(self.data_root).expanduser().resolve())
+        return str(self.resolved_home / "data")
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment now (never cached: tests and workers change it)."""
+    return Settings()

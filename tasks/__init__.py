@@ -1,0 +1,1 @@
+"""Prefect tasks: retries, logging and artifacts around calls into the loopline core."""

@@ -1,0 +1,101 @@
+"""Collect tasks: run the core collect with a progress artifact, then publish its report."""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from pydantic import BaseModel, Field
+
+from loopline.data.collect import CollectOptions, CollectResult, collect
+from loopline.data.images import ImageLimits
+from loopline.data.report import collect_counts_rows, render_collect_summary
+from loopline.data.sources import open_source
+from loopline.data.splits import SplitFractions
+from loopline.data.store import open_store
+from loopline.settings import get_settings
+from tasks.retry import retry_on_transient_io
+
+
+class CollectParameters(BaseModel):
+    """What to collect and how strictly (rendered as a form in the Prefect UI)."""
+
+    source: str = Field(..., description="A local folder (recursive) or s3://bucket/prefix to collect from.")
+    data_root: str | None = Field(
+        default=None, description="Where to store images and manifests; default: LOOPLINE_DATA_ROOT."
+    )
+    min_side: int = Field(default=8, ge=1, description="Images with a shorter side are quarantined.")
+    max_aspect_ratio: float = Field(default=10.0, ge=1.0, description="Longer/shorter side above this: quarantined.")
+    near_duplicate_threshold: int = Field(
+        default=4, ge=-1, le=64, description="Max Hamming distance of perceptual hashes; -1 turns it off."
+    )
+    val_fraction: float = Field(default=0.15, ge=0, lt=1, description="Share of each label held out for validation.")
+    test_fraction: float = Field(default=0.15, ge=0, lt=1, description="Share of each label held out for test.")
+    seed: int = Field(default=0, description="Seed of the deterministic split.")
+
+
+class DatasetRef(BaseModel):
+    """A reference to a collected dataset version."""
+
+    version: str
+    manifest_uri: str
+    data_root: str
+    images: int
+
+
+class _ProgressReporter:
+    """Updates a progress artifact at most once a second."""
+
+    def __init__(self, artifact_id: UUID) -> None:
+        self.artifact_id = artifact_id
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last >= 1.0:
+            self.last = now
+            update_progress_artifact(self.artifact_id, progress=100.0 * done / total)
+
+
+@task(name="collect-images", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient_io)
+def collect_images(params: CollectParameters) -> CollectResult:
+    """Decode-check, de-duplicate and store the source's images; write the manifest."""
+    logger = get_run_logger()
+    settings = get_settings()
+    data_root = params.data_root or settings.resolved_data_root
+    options = CollectOptions(
+        limits=ImageLimits(min_side=params.min_side, max_aspect_ratio=params.max_aspect_ratio),
+        near_duplicate_threshold=params.near_duplicate_threshold,
+        fractions=SplitFractions(val=params.val_fraction, test=params.test_fraction),
+        seed=params.seed,
+    )
+    progress_id = create_progress_artifact(progress=0.0, key="collect-progress", description="Files checked")
+    logger.info("Collecting %s into %s", params.source, data_root)
+    result = collect(
+        open_source(params.source, settings), open_store(data_root, settings), options, _ProgressReporter(progress_id)
+    )
+    logger.info(
+        "Dataset %s: %d kept of %d seen (manifest %s)", result.version, result.kept, result.seen, result.manifest_uri
+    )
+    return result
+
+
+@task(name="publish-collect-report")
+def publish_collect_report(result: CollectResult) -> DatasetRef:
+    """Publish the counts table and the summary as artifacts; return the dataset reference."""
+    create_table_artifact(
+        table=collect_counts_rows(result), key="collect-counts", description=f"Dataset {result.version}"
+    )
+    create_markdown_artifact(
+        markdown=render_collect_summary(result), key="collect-summary", description=f"Dataset {result.version}"
+    )
+    return DatasetRef(
+        version=result.version, manifest_uri=result.manifest_uri, data_root=result.data_root, images=result.kept
+    )

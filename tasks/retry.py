@@ -1,0 +1,16 @@
+"""Retry conditions shared by the I/O tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopline.data.s3 import is_transient
+
+
+def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only when the failure was transient I/O (connection, throttling, 5xx), never a bad input."""
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc)
+    return False

@@ -1,0 +1,33 @@
+"""Small image builders shared by the tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def image_bytes(seed: int, size: tuple[int, int] = (32, 32), fmt: str = "PNG") -> bytes:
+    """A random-looking but deterministic image: smooth blobs, so perceptual hashes differ by seed."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(4, 4), dtype=np.uint8)
+    image = Image.fromarray(coarse, mode="L").resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def brighter_jpeg(data: bytes, delta: int = 6) -> bytes:
+    """The same picture, slightly brighter and re-encoded as JPEG: a near duplicate."""
+    image = Image.open(io.BytesIO(data)).convert("L").point(lambda v: min(255, v + delta))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

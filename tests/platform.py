@@ -1,0 +1,50 @@
+"""Run the local platform for a test: its own home, free loopback ports, always stopped afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from loopline.services.process import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def platform_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPLINE_", "PREFECT_"))}
+    prefect_port, mlflow_port, ls_port = free_port(), free_port(), free_port()
+    env.update(
+        LOOPLINE_HOME=str(home),
+        LOOPLINE_PROJECT_ROOT=str(ROOT),
+        LOOPLINE_PREFECT_PORT=str(prefect_port),
+        LOOPLINE_MLFLOW_PORT=str(mlflow_port),
+        LOOPLINE_LABEL_STUDIO_PORT=str(ls_port),
+        PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api",
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    return env
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command of the project's venv (loopline, prefect, ...) from the repository root."""
+    executable = str(BIN / command[0])
+    return subprocess.run(
+        [executable, *command[1:]], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@contextmanager
+def running_platform(home: Path) -> Iterator[dict[str, str]]:
+    env = platform_env(home)
+    try:
+        result = run(["loopline", "services", "up"], env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield env
+    finally:
+        run(["loopline", "services", "down"], env, timeout=120)

@@ -1,0 +1,116 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from loopline.data.collect import CollectOptions, collect
+from loopline.data.manifest import read_manifest
+from loopline.data.sources import LocalFolderSource
+from loopline.data.store import LocalStore
+from loopline.errors import DataRootNotWritable, EmptySource, SourceNotFound
+from tests.helpers import brighter_jpeg, image_bytes, write
+
+pytestmark = pytest.mark.unit
+
+
+def files_under(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(6):
+        write(src / f"img-{i}.png", image_bytes(i))
+    write(src / "x-copy-of-0.png", image_bytes(0))
+    write(src / "x-sub" / "another-copy-of-0.png", image_bytes(0))
+    write(src / "rescan-1.jpg", brighter_jpeg(image_bytes(1)))
+    write(src / "empty.png", b"")
+    write(src / "notes.png", b"plain text")
+    write(src / "cut.png", image_bytes(9, (64, 64))[:200])
+    write(src / ".hidden.png", image_bytes(10))
+    return src
+
+
+def test_collect_cleans_dedupes_and_versions(messy_folder: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    progress: list[tuple[int, int]] = []
+    result = collect(LocalFolderSource(messy_folder), store, on_progress=lambda d, t: progress.append((d, t)))
+
+    assert result.seen == 12  # the hidden file is skipped
+    assert result.kept == 6
+    assert result.exact_duplicates == 2
+    assert result.near_duplicates == 1
+    assert result.quarantined == {"not_an_image": 1, "truncated": 1, "zero_byte": 1}
+    assert progress[-1] == (12, 12)
+    rows = read_manifest(store, result.version)
+    assert {Path(r.source_uri).name for r in rows} == {f"img-{i}.png" for i in range(6)}
+    for r in rows:
+        assert Path(r.stored_uri).read_bytes() == (messy_folder / Path(r.source_uri).name).read_bytes()
+        assert r.content_hash in r.stored_uri
+    exact = next(g for g in result.duplicate_groups if g.kind == "exact")
+    assert exact.kept_uri.endswith("/img-0.png") and len(exact.removed_uris) == 2
+    near = next(g for g in result.duplicate_groups if g.kind == "near")
+    assert {Path(near.kept_uri).name, *(Path(u).name for u in near.removed_uris)} == {"img-1.png", "rescan-1.jpg"}
+    # quarantined files are copied with their reason; the source is untouched
+    records = [json.loads(p.read_text()) for p in (tmp_path / "data" / "quarantine").glob("*.json")]
+    assert sorted(r["reason"] for r in records) == ["not_an_image", "truncated", "zero_byte"]
+    assert (messy_folder / "cut.png").exists()
+
+
+def test_collecting_again_gives_the_same_version_and_writes_nothing(messy_folder: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    first = collect(LocalFolderSource(messy_folder), store)
+    before = files_under(tmp_path / "data")
+    second = collect(LocalFolderSource(messy_folder), store)
+    assert second.version == first.version
+    assert not second.manifest_written and second.images_written == 0
+    assert files_under(tmp_path / "data") == before
+
+
+def test_folder_names_become_labels_with_stratified_splits(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(40):
+        write(src / ("cat" if i % 2 else "dog") / f"{i}.png", image_bytes(100 + i))
+    store = LocalStore(tmp_path / "data")
+    result = collect(LocalFolderSource(src), store, CollectOptions(near_duplicate_threshold=-1))
+    assert result.labels == {"cat": 20, "dog": 20}
+    rows = read_manifest(store, result.version)
+    for label in ("cat", "dog"):
+        splits = sorted(r.split or "" for r in rows if r.source_label == label)
+        assert splits.count("test") == 3 and splits.count("val") == 3 and splits.count("train") == 14
+
+
+def test_near_duplicate_threshold_is_a_parameter(messy_folder: Path, tmp_path: Path) -> None:
+    off = collect(LocalFolderSource(messy_folder), LocalStore(tmp_path / "a"), CollectOptions(near_duplicate_threshold=-1))
+    assert off.near_duplicates == 0 and off.kept == 7
+
+
+def test_missing_and_empty_sources_are_named(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    with pytest.raises(SourceNotFound, match="no-such-folder"):
+        collect(LocalFolderSource(tmp_path / "no-such-folder"), store)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmptySource, match="holds no files"):
+        collect(LocalFolderSource(tmp_path / "empty"), store)
+    assert not (tmp_path / "data" / "manifests").exists()
+
+
+def test_unwritable_data_root_fails_before_any_work(messy_folder: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataRootNotWritable, match="LOOPLINE_DATA_ROOT"):
+        collect(LocalFolderSource(messy_folder), LocalStore(blocker / "data"))
+
+
+def test_unreadable_files_are_quarantined(messy_folder: Path, tmp_path: Path) -> None:
+    class FlakySource(LocalFolderSource):
+        def read(self, file):  # type: ignore[no-untyped-def]
+            if file.uri.endswith("img-3.png"):
+                raise PermissionError(13, "Permission denied", file.uri)
+            return super().read(file)
+
+    result = collect(FlakySource(messy_folder), LocalStore(tmp_path / "data"))
+    bad = [q for q in result.quarantined_files if q.reason == "unreadable"]
+    assert [Path(q.source_uri).name for q in bad] == ["img-3.png"]
+    assert "Permission denied" in bad[0].detail
