@@ -13,7 +13,9 @@ from loopline.settings import get_settings
 def register_blocks() -> list[str]:
     settings = get_settings()
     creds = label_studio_credentials(settings)
-    LabelStudioServer(url=settings.resolved_label_studio_url, api_key=creds.token).save(BLOCK_NAME, overwrite=True)
+    LabelStudioServer(url=settings.resolved_label_studio_url, api_key=creds.token).save(
+        BLOCK_NAME, overwrite=True
+    )
     MLflowServer(tracking_uri=settings.resolved_mlflow_tracking_uri).save(BLOCK_NAME, overwrite=True)
     DataRoot(
         uri=settings.resolved_data_root,
@@ -22,7 +24,9 @@ def register_blocks() -> list[str]:
         s3_access_key_id=settings.s3_access_key_id,
         s3_secret_access_key=settings.s3_secret_access_key,
     ).save(BLOCK_NAME, overwrite=True)
-    return [f"{cls.get_block_type_slug()}/{BLOCK_NAME}" for cls in (LabelStudioServer, MLflowServer, DataRoot)]
+    return [
+        f"{cls.get_block_type_slug()}/{BLOCK_NAME}" for cls in (LabelStudioServer, MLflowServer, DataRoot)
+    ]
 
 
 if __name__ == "__main__":

@@ -32,12 +32,18 @@ class CollectParameters(BaseModel):
         default=None, description="Where to store images and manifests; default: LOOPLINE_DATA_ROOT."
     )
     min_side: int = Field(default=8, ge=1, description="Images with a shorter side are quarantined.")
-    max_aspect_ratio: float = Field(default=10.0, ge=1.0, description="Longer/shorter side above this: quarantined.")
+    max_aspect_ratio: float = Field(
+        default=10.0, ge=1.0, description="Longer/shorter side above this: quarantined."
+    )
     near_duplicate_threshold: int = Field(
         default=4, ge=-1, le=64, description="Max Hamming distance of perceptual hashes; -1 turns it off."
     )
-    val_fraction: float = Field(default=0.15, ge=0, lt=1, description="Share of each label held out for validation.")
-    test_fraction: float = Field(default=0.15, ge=0, lt=1, description="Share of each label held out for test.")
+    val_fraction: float = Field(
+        default=0.15, ge=0, lt=1, description="Share of each label held out for validation."
+    )
+    test_fraction: float = Field(
+        default=0.15, ge=0, lt=1, description="Share of each label held out for test."
+    )
     seed: int = Field(default=0, description="Seed of the deterministic split.")
 
 
@@ -77,12 +83,20 @@ def collect_images(params: CollectParameters) -> CollectResult:
         seed=params.seed,
     )
     progress_id = create_progress_artifact(progress=0.0, key="collect-progress", description="Files checked")
+    assert isinstance(progress_id, UUID)  # the sync API returns the id itself
     logger.info("Collecting %s into %s", params.source, data_root)
     result = collect(
-        open_source(params.source, settings), open_store(data_root, settings), options, _ProgressReporter(progress_id)
+        open_source(params.source, settings),
+        open_store(data_root, settings),
+        options,
+        _ProgressReporter(progress_id),
     )
     logger.info(
-        "Dataset %s: %d kept of %d seen (manifest %s)", result.version, result.kept, result.seen, result.manifest_uri
+        "Dataset %s: %d kept of %d seen (manifest %s)",
+        result.version,
+        result.kept,
+        result.seen,
+        result.manifest_uri,
     )
     return result
 
@@ -94,8 +108,13 @@ def publish_collect_report(result: CollectResult) -> DatasetRef:
         table=collect_counts_rows(result), key="collect-counts", description=f"Dataset {result.version}"
     )
     create_markdown_artifact(
-        markdown=render_collect_summary(result), key="collect-summary", description=f"Dataset {result.version}"
+        markdown=render_collect_summary(result),
+        key="collect-summary",
+        description=f"Dataset {result.version}",
     )
     return DatasetRef(
-        version=result.version, manifest_uri=result.manifest_uri, data_root=result.data_root, images=result.kept
+        version=result.version,
+        manifest_uri=result.manifest_uri,
+        data_root=result.data_root,
+        images=result.kept,
     )

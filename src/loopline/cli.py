@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from loopline.errors import LooplineError
 from loopline.settings import get_settings
+
+if TYPE_CHECKING:
+    from loopline.services.platform import ServiceStatus
 
 app = typer.Typer(help="loopline: the production line for the machine-learning loop.", no_args_is_help=True)
 services_app = typer.Typer(help="The local platform on 127.0.0.1 (Prefect, worker, MLflow, Label Studio).")
@@ -54,7 +58,7 @@ def services_status() -> None:
         raise typer.Exit(code=1)
 
 
-def _print_statuses(statuses: list) -> None:  # type: ignore[type-arg]
+def _print_statuses(statuses: list[ServiceStatus]) -> None:
     for s in statuses:
         colour = typer.colors.GREEN if s.state == "healthy" else typer.colors.YELLOW
         pid = f"pid {s.pid}" if s.pid else ""
@@ -76,8 +80,15 @@ def deploy() -> None:
     from loopline.services.platform import prefect_env
 
     settings = get_settings()
-    command = [str(os.path.join(os.path.dirname(sys.executable), "prefect")), "--no-prompt", "deploy", "--all"]
-    result = subprocess.run(command, cwd=settings.resolved_project_root, env={**os.environ, **prefect_env(settings)})
+    command = [
+        str(os.path.join(os.path.dirname(sys.executable), "prefect")),
+        "--no-prompt",
+        "deploy",
+        "--all",
+    ]
+    result = subprocess.run(
+        command, cwd=settings.resolved_project_root, env={**os.environ, **prefect_env(settings)}
+    )
     raise typer.Exit(code=result.returncode)
 
 

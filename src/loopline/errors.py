@@ -23,9 +23,5 @@ class DataRootNotWritable(LooplineError):
     """The data root cannot be written (permissions, missing bucket, bad credentials)."""
 
 
-class SourceChanged(LooplineError):
-    """A file changed between the check and the copy."""
-
-
 class ServiceError(LooplineError):
     """A local service could not be started, reached or stopped."""

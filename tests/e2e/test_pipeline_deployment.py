@@ -54,7 +54,11 @@ def test_pipeline_deployment_collects_the_demo_data(tmp_path: Path) -> None:
         direct = collect(LocalFolderSource(home / "demo" / "round-1"), data)
         assert direct.version == version and not direct.manifest_written and direct.images_written == 0
         assert direct.quarantined == {
-            "extreme_aspect_ratio": 1, "not_an_image": 1, "too_small": 1, "truncated": 1, "zero_byte": 1
+            "extreme_aspect_ratio": 1,
+            "not_an_image": 1,
+            "too_small": 1,
+            "truncated": 1,
+            "zero_byte": 1,
         }
 
         artifacts = httpx.post(f"{api}/artifacts/filter", json={}).json()

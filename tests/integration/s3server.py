@@ -43,7 +43,9 @@ def s3_server(log_dir: Path) -> Iterator[S3Server]:
     log = (log_dir / "moto.log").open("wb")
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -56,13 +58,17 @@ def s3_server(log_dir: Path) -> Iterator[S3Server]:
                     raise RuntimeError((log_dir / "moto.log").read_text()[-2000:]) from None
                 time.sleep(0.2)
         iam = boto3.client(
-            "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
             aws_secret_access_key="bootstrap",
         )
         iam.create_user(UserName="loopline")
         key = iam.create_access_key(UserName="loopline")["AccessKey"]
         iam.put_user_policy(
-            UserName="loopline", PolicyName="s3",
+            UserName="loopline",
+            PolicyName="s3",
             PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}',
         )
         yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])

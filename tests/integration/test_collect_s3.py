@@ -23,7 +23,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
         client.create_bucket(Bucket="raw")
         client.create_bucket(Bucket="lake")
         for i in range(30):
-            client.put_object(Bucket="raw", Key=f"batch/{'cat' if i % 3 else 'dog'}/{i}.png", Body=image_bytes(200 + i))
+            client.put_object(
+                Bucket="raw", Key=f"batch/{'cat' if i % 3 else 'dog'}/{i}.png", Body=image_bytes(200 + i)
+            )
         client.put_object(Bucket="raw", Key="batch/cat/dup.png", Body=image_bytes(201))
         client.put_object(Bucket="raw", Key="batch/cat/broken.png", Body=image_bytes(300, (64, 64))[:150])
         yield s3
@@ -51,7 +53,9 @@ def test_collect_from_s3_into_s3(server: S3Server, monkeypatch: pytest.MonkeyPat
     assert again.version == result.version and again.images_written == 0 and not again.manifest_written
 
 
-def test_collect_from_s3_into_a_local_root(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_collect_from_s3_into_a_local_root(
+    server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     settings = settings_for(monkeypatch, server)
     result = collect(open_source("s3://raw/batch/dog", settings), open_store(str(tmp_path), settings))
     assert result.kept == 10

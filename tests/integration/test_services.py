@@ -39,8 +39,16 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert len(blocks) == 3
         token = (home / "secrets" / "label-studio-token").read_text().strip()
         ls = f"http://127.0.0.1:{env['LOOPLINE_LABEL_STUDIO_PORT']}"
-        assert httpx.get(f"{ls}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}).status_code == 200
-        assert httpx.get(f"{ls}/api/current-user/whoami", headers={"Authorization": "Token wrong"}).status_code == 401
+        assert (
+            httpx.get(
+                f"{ls}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}
+            ).status_code
+            == 200
+        )
+        assert (
+            httpx.get(f"{ls}/api/current-user/whoami", headers={"Authorization": "Token wrong"}).status_code
+            == 401
+        )
         assert httpx.get(f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}/health").text.strip() == "OK"
         # secrets never reach the output or the block documents as plain text
         assert token not in status.stdout + again.stdout + again.stderr

@@ -51,14 +51,19 @@ def test_collect_cleans_dedupes_and_versions(messy_folder: Path, tmp_path: Path)
     exact = next(g for g in result.duplicate_groups if g.kind == "exact")
     assert exact.kept_uri.endswith("/img-0.png") and len(exact.removed_uris) == 2
     near = next(g for g in result.duplicate_groups if g.kind == "near")
-    assert {Path(near.kept_uri).name, *(Path(u).name for u in near.removed_uris)} == {"img-1.png", "rescan-1.jpg"}
+    assert {Path(near.kept_uri).name, *(Path(u).name for u in near.removed_uris)} == {
+        "img-1.png",
+        "rescan-1.jpg",
+    }
     # quarantined files are copied with their reason; the source is untouched
     records = [json.loads(p.read_text()) for p in (tmp_path / "data" / "quarantine").glob("*.json")]
     assert sorted(r["reason"] for r in records) == ["not_an_image", "truncated", "zero_byte"]
     assert (messy_folder / "cut.png").exists()
 
 
-def test_collecting_again_gives_the_same_version_and_writes_nothing(messy_folder: Path, tmp_path: Path) -> None:
+def test_collecting_again_gives_the_same_version_and_writes_nothing(
+    messy_folder: Path, tmp_path: Path
+) -> None:
     store = LocalStore(tmp_path / "data")
     first = collect(LocalFolderSource(messy_folder), store)
     before = files_under(tmp_path / "data")
@@ -82,7 +87,11 @@ def test_folder_names_become_labels_with_stratified_splits(tmp_path: Path) -> No
 
 
 def test_near_duplicate_threshold_is_a_parameter(messy_folder: Path, tmp_path: Path) -> None:
-    off = collect(LocalFolderSource(messy_folder), LocalStore(tmp_path / "a"), CollectOptions(near_duplicate_threshold=-1))
+    off = collect(
+        LocalFolderSource(messy_folder),
+        LocalStore(tmp_path / "a"),
+        CollectOptions(near_duplicate_threshold=-1),
+    )
     assert off.near_duplicates == 0 and off.kept == 7
 
 

@@ -8,11 +8,23 @@ pytestmark = pytest.mark.unit
 
 def result(**overrides: object) -> CollectResult:
     base: dict[str, object] = dict(
-        source_uri="/raw", data_root="/data", version="abc123", manifest_uri="/data/manifests/abc123.jsonl",
-        manifest_written=True, seen=10, kept=6, exact_duplicates=1, near_duplicates=1,
-        quarantined={"truncated": 1, "zero_byte": 1}, images_written=6, labels={}, splits={},
+        source_uri="/raw",
+        data_root="/data",
+        version="abc123",
+        manifest_uri="/data/manifests/abc123.jsonl",
+        manifest_written=True,
+        seen=10,
+        kept=6,
+        exact_duplicates=1,
+        near_duplicates=1,
+        quarantined={"truncated": 1, "zero_byte": 1},
+        images_written=6,
+        labels={},
+        splits={},
         duplicate_groups=(DuplicateGroup("exact", "/raw/a.png", ("/raw/b.png",)),),
-        quarantined_files=(QuarantinedFile("/raw/c.png", "truncated", "image file is truncated", "/data/q/c.png"),),
+        quarantined_files=(
+            QuarantinedFile("/raw/c.png", "truncated", "image file is truncated", "/data/q/c.png"),
+        ),
     )
     base.update(overrides)
     return CollectResult(**base)  # type: ignore[arg-type]

@@ -23,5 +23,7 @@ def list_datasets(store: DataStore) -> list[DatasetSummary]:
             continue
         rows = parse_manifest(store.get_bytes(key))
         version = key.rsplit("/", 1)[-1].removesuffix(".jsonl")
-        summaries.append(DatasetSummary(version, store.uri(key), len(rows), sum(1 for r in rows if r.source_label)))
+        summaries.append(
+            DatasetSummary(version, store.uri(key), len(rows), sum(1 for r in rows if r.source_label))
+        )
     return summaries

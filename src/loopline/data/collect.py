@@ -2,8 +2,9 @@
 
 Every file is read and decoded; bad files are copied to ``quarantine/`` with a reason (never deleted
 from the source); exact duplicates (same SHA-256) and near duplicates (perceptual hashes within a
-Hamming threshold) are reduced to one representative; kept images are stored under
-``images/<hh>/<sha256>.<ext>``; a manifest is written last, so a failure leaves no partial manifest.
+Hamming threshold) are left out of the manifest, one representative kept. Each file is read once:
+good images are stored as they are checked, under ``images/<hh>/<sha256>.<ext>`` (so a near duplicate's
+blob stays stored, unreferenced); the manifest is written last, so a failure leaves no partial manifest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -27,8 +29,7 @@ from loopline.data.manifest import ManifestRow, write_manifest
 from loopline.data.s3 import is_transient
 from loopline.data.sources import LocalFolderSource, Source, SourceFile
 from loopline.data.splits import SplitFractions, stratified_split
-from loopline.data.store import DataStore
-from loopline.errors import SourceChanged
+from loopline.data.store import DataStore, LocalStore
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +85,13 @@ class CollectResult:
 
 @dataclass(frozen=True)
 class _Scanned:
+    """One file after its single read: checked, hashed, and stored (image) or quarantined (with reason)."""
+
     file: SourceFile
     sha256: str | None
     result: ImageInfo | Rejection
+    stored_uri: str | None
+    written: bool
 
 
 def _read(source: Source, file: SourceFile) -> bytes | Rejection:
@@ -99,62 +104,56 @@ def _read(source: Source, file: SourceFile) -> bytes | Rejection:
 
 
 @contextmanager
-def _scan_pool(source: Source, total: int, options: CollectOptions) -> Iterator[ProcessPoolExecutor | None]:
-    """Processes for the CPU-bound decode-check of local files (spawned: safe beside threads)."""
+def _scan_pool(
+    source: Source, store: DataStore, total: int, options: CollectOptions
+) -> Iterator[ProcessPoolExecutor | None]:
+    """Processes for the CPU-bound decode-check of local files into a local store (spawned: safe
+    beside the threads of a Prefect run). Anything touching S3 uses threads instead."""
     processes = options.processes if options.processes is not None else (os.cpu_count() or 1)
-    if not isinstance(source, LocalFolderSource) or processes < 2 or total < options.min_files_for_processes:
+    local = isinstance(source, LocalFolderSource) and isinstance(store, LocalStore)
+    if not local or processes < 2 or total < options.min_files_for_processes:
         yield None
         return
     with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield pool
 
 
-def _scan(source: Source, file: SourceFile, limits: ImageLimits) -> _Scanned:
-    data = _read(source, file)
-    if isinstance(data, Rejection):
-        return _Scanned(file, None, data)
-    return _Scanned(file, hashlib.sha256(data).hexdigest(), inspect_image(data, limits))
-
-
 def _suffix(uri: str) -> str:
     return PurePosixPath(uri).suffix.lower()[:10]
 
 
-def _quarantine(store: DataStore, source: Source, item: _Scanned) -> QuarantinedFile:
-    assert isinstance(item.result, Rejection)
-    key_hash = item.sha256 or hashlib.sha256(item.file.uri.encode()).hexdigest()
-    record_key = f"quarantine/{key_hash}.json"
-    data_key = f"quarantine/{key_hash}{_suffix(item.file.uri)}" if item.sha256 else None
-    if not store.exists(record_key):
-        if data_key:
-            data = _read(source, item.file)
-            if isinstance(data, bytes):
-                store.put_bytes(data_key, data)
-        record = {"source_uri": item.file.uri, "reason": item.result.reason, "detail": item.result.detail}
-        store.put_bytes(record_key, json.dumps(record, sort_keys=True).encode())
-    return QuarantinedFile(
-        item.file.uri, item.result.reason, item.result.detail, store.uri(data_key) if data_key else None
-    )
-
-
-def _store_image(store: DataStore, source: Source, item: _Scanned) -> tuple[str, bool]:
-    assert isinstance(item.result, ImageInfo) and item.sha256
-    key = f"images/{item.sha256[:2]}/{item.sha256}{EXTENSIONS.get(item.result.format, '.img')}"
+def _put_once(store: DataStore, key: str, data: bytes) -> bool:
+    """Write ``key`` unless it exists (content-addressed keys make this idempotent)."""
     if store.exists(key):
-        return store.uri(key), False
-    data = source.read(item.file)
-    if hashlib.sha256(data).hexdigest() != item.sha256:
-        raise SourceChanged(
-            f"{item.file.uri!r} changed while it was being collected. To fix this, rerun collect once "
-            "the source has stopped changing."
-        )
+        return False
     store.put_bytes(key, data)
-    return store.uri(key), True
+    return True
 
 
-def _dedupe(
-    good: list[_Scanned], threshold: int
-) -> tuple[list[_Scanned], list[DuplicateGroup], int, int]:
+def _scan(source: Source, store: DataStore, file: SourceFile, limits: ImageLimits) -> _Scanned:
+    """Read the file once; store it content-addressed if it is a good image, else quarantine it."""
+    data = _read(source, file)
+    if isinstance(data, Rejection):
+        key_hash, result = hashlib.sha256(file.uri.encode()).hexdigest(), data
+        sha: str | None = None
+    else:
+        sha = key_hash = hashlib.sha256(data).hexdigest()
+        result = inspect_image(data, limits)
+    if isinstance(result, ImageInfo):
+        key = f"images/{key_hash[:2]}/{key_hash}{EXTENSIONS.get(result.format, '.img')}"
+        written = _put_once(store, key, data if isinstance(data, bytes) else b"")
+        return _Scanned(file, sha, result, store.uri(key), written)
+    # Quarantine: a copy of the bytes (when they could be read) and a record of the reason.
+    stored = None
+    if isinstance(data, bytes):
+        stored = f"quarantine/{key_hash}{_suffix(file.uri)}"
+        _put_once(store, stored, data)
+    record = {"source_uri": file.uri, "reason": result.reason, "detail": result.detail}
+    written = _put_once(store, f"quarantine/{key_hash}.json", json.dumps(record, sort_keys=True).encode())
+    return _Scanned(file, sha, result, store.uri(stored) if stored else None, written)
+
+
+def _dedupe(good: list[_Scanned], threshold: int) -> tuple[list[_Scanned], list[DuplicateGroup], int, int]:
     """Keep one image per exact and per near-duplicate group; returns (kept, groups, n_exact, n_near)."""
     by_hash: dict[str, list[_Scanned]] = defaultdict(list)
     for item in good:
@@ -194,34 +193,40 @@ def collect(
 ) -> CollectResult:
     """Collect every file of ``source`` into ``store``; see the module docstring."""
     options = options or CollectOptions()
+    started = time.perf_counter()
     store.check_writable()
     files = source.list_files()
     total = len(files)
     logger.info("collecting %d files from %s into %s", total, source.uri, store.root)
     scanned: list[_Scanned] = []
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool, _scan_pool(source, total, options) as scan_pool:
-        scan = partial(_scan, source, limits=options.limits)
-        results = scan_pool.map(scan, files, chunksize=64) if scan_pool else pool.map(scan, files)
+    threads = ThreadPoolExecutor(max(1, options.workers))
+    with threads, _scan_pool(source, store, total, options) as procs:
+        scan = partial(_scan, source, store, limits=options.limits)
+        results = procs.map(scan, files, chunksize=64) if procs else threads.map(scan, files)
         for done, item in enumerate(results, start=1):
             scanned.append(item)
             if on_progress:
                 on_progress(done, total)
-        good = [s for s in scanned if isinstance(s.result, ImageInfo)]
-        bad = [s for s in scanned if isinstance(s.result, Rejection)]
-        kept, groups, n_exact, n_near = _dedupe(good, options.near_duplicate_threshold)
-        quarantined = list(pool.map(lambda s: _quarantine(store, source, s), bad))
-        stored = list(pool.map(lambda s: _store_image(store, source, s), kept))
+    scanned_at = time.perf_counter()
+    good = [s for s in scanned if isinstance(s.result, ImageInfo)]
+    quarantined = [
+        QuarantinedFile(s.file.uri, s.result.reason, s.result.detail, s.stored_uri)
+        for s in scanned
+        if isinstance(s.result, Rejection)
+    ]
+    kept, groups, n_exact, n_near = _dedupe(good, options.near_duplicate_threshold)
+    deduped_at = time.perf_counter()
 
     labelled = [(s.sha256 or "", s.file.label) for s in kept if s.file.label is not None]
     splits = stratified_split(labelled, options.fractions, options.seed) if labelled else {}
     rows = []
-    for item, (stored_uri, _) in zip(kept, stored, strict=True):
-        assert isinstance(item.result, ImageInfo) and item.sha256
+    for item in kept:
+        assert isinstance(item.result, ImageInfo) and item.sha256 and item.stored_uri
         rows.append(
             ManifestRow(
                 content_hash=item.sha256,
                 source_uri=item.file.uri,
-                stored_uri=stored_uri,
+                stored_uri=item.stored_uri,
                 width=item.result.width,
                 height=item.result.height,
                 format=item.result.format,
@@ -230,6 +235,12 @@ def collect(
             )
         )
     version, manifest_uri, written = write_manifest(store, rows)
+    logger.info(
+        "collect timings: list+check+store %.2f s, de-duplicate %.2f s, manifest %.2f s",
+        scanned_at - started,
+        deduped_at - scanned_at,
+        time.perf_counter() - deduped_at,
+    )
     return CollectResult(
         source_uri=source.uri,
         data_root=store.root,
@@ -241,7 +252,7 @@ def collect(
         exact_duplicates=n_exact,
         near_duplicates=n_near,
         quarantined=dict(sorted(Counter(q.reason for q in quarantined).items())),
-        images_written=sum(1 for _, new in stored if new),
+        images_written=sum(1 for s in good if s.written),
         labels=dict(sorted(Counter(r.source_label for r in rows if r.source_label).items())),
         splits=dict(sorted(Counter(r.split for r in rows if r.split).items())),
         duplicate_groups=tuple(groups),

@@ -11,12 +11,12 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def near_duplicate_groups(hashes: Sequence[int], threshold: int, block: int = 2048) -> list[list[int]]:
+def near_duplicate_groups(hashes: Sequence[int], threshold: int, block: int = 64) -> list[list[int]]:
     """Group indices whose hashes are within ``threshold`` bits (transitively: single linkage).
 
     Returns only groups of two or more, each sorted, ordered by their first index. A threshold below
     zero disables near-duplicate detection. Pairwise distances are computed in numpy blocks:
-    O(n²) comparisons, about 0.1 s for 10,000 hashes.
+    O(n²) comparisons in cache-sized blocks: about 0.3 s for 10,000 hashes on one core.
     """
     n = len(hashes)
     if threshold < 0 or n < 2:

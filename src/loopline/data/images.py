@@ -86,7 +86,10 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo | Rejection:
         return Rejection("too_small", f"{width}x{height} is below the minimum side {limits.min_side}")
     ratio = max(width, height) / min(width, height)
     if ratio > limits.max_aspect_ratio:
-        return Rejection("extreme_aspect_ratio", f"{width}x{height} has aspect ratio {ratio:.1f} > {limits.max_aspect_ratio}")
+        return Rejection(
+            "extreme_aspect_ratio",
+            f"{width}x{height} has aspect ratio {ratio:.1f} > {limits.max_aspect_ratio}",
+        )
     return ImageInfo(width=width, height=height, format=fmt, phash=perceptual_hash(image))
 
 
@@ -104,7 +107,7 @@ _BIT_VALUES = np.array([1 << (63 - b) for b in range(64)], dtype=np.uint64)
 
 
 def perceptual_hash(image: Image.Image, size: int = 32, bits_side: int = 8) -> int:
-    """64-bit pHash: the signs of the low-frequency DCT coefficients of a 32x32 grey image, vs their median."""
+    """64-bit pHash: signs of the low-frequency DCT coefficients of a 32x32 grey image vs their median."""
     small = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
     grey = np.frombuffer(small.tobytes(), dtype=np.uint8).reshape(size, size).astype(np.float64)
     dct = _dct_rows(size, bits_side)

@@ -27,7 +27,8 @@ def render_collect_summary(result: CollectResult) -> str:
         f"# Collected dataset `{result.version}`",
         "",
         f"- source: `{result.source_uri}`",
-        f"- manifest: `{result.manifest_uri}`" + ("" if result.manifest_written else " (unchanged: already collected)"),
+        f"- manifest: `{result.manifest_uri}`"
+        + ("" if result.manifest_written else " (unchanged: already collected)"),
         f"- images: {result.seen} seen, **{result.kept} kept**, {result.exact_duplicates} exact and "
         f"{result.near_duplicates} near duplicates removed, {sum(result.quarantined.values())} quarantined",
     ]
@@ -51,4 +52,4 @@ def render_collect_summary(result: CollectResult) -> str:
 
 
 def _more(n: int) -> list[str]:
-    return [f"", f"… and {n - MAX_LISTED} more."] if n > MAX_LISTED else []
+    return ["", f"… and {n - MAX_LISTED} more."] if n > MAX_LISTED else []

@@ -64,4 +64,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, EndpointConnectionError | BotoConnectionError | ReadTimeoutError | ConnectionError):
         return True
     code = error_code(exc)
-    return code in {"SlowDown", "Throttling", "RequestTimeout", "InternalError", "ServiceUnavailable", "500", "503"}
+    return code in {
+        "SlowDown",
+        "Throttling",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "500",
+        "503",
+    }

@@ -6,6 +6,7 @@ is labelled ``cat``); files directly under the root have no label.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,25 +55,27 @@ class LocalFolderSource:
                 f"The source folder {self.uri!r} does not exist or is not a folder. To fix this, "
                 "pass an existing folder of images (or s3://bucket/prefix)."
             )
-        files = [
-            SourceFile(str(p), p.stat().st_size, label_from_relative(p.relative_to(self.root).as_posix()))
-            for p in sorted(self._walk(self.root))
-        ]
+        files = sorted(self._walk(self.uri, ""), key=lambda f: f.uri)
         if not files:
-            raise EmptySource(f"The source folder {self.uri!r} holds no files. To fix this, add images to it.")
+            raise EmptySource(
+                f"The source folder {self.uri!r} holds no files. To fix this, add images to it."
+            )
         return files
 
-    def _walk(self, folder: Path) -> Iterator[Path]:
-        for entry in folder.iterdir():
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                yield from self._walk(entry)
-            elif entry.is_file():
-                yield entry
+    def _walk(self, folder: str, relative: str) -> Iterator[SourceFile]:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                rel = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir():
+                    yield from self._walk(entry.path, rel)
+                elif entry.is_file():
+                    yield SourceFile(entry.path, entry.stat().st_size, label_from_relative(rel))
 
     def read(self, file: SourceFile) -> bytes:
-        return Path(file.uri).read_bytes()
+        with open(file.uri, "rb") as handle:
+            return handle.read()
 
 
 class S3PrefixSource:
@@ -89,13 +92,21 @@ class S3PrefixSource:
         prefix = f"{self.prefix}/" if self.prefix else ""
         files: list[SourceFile] = []
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
                     relative = key[len(prefix) :]
-                    if not relative or key.endswith("/") or any(p.startswith(".") for p in relative.split("/")):
+                    if (
+                        not relative
+                        or key.endswith("/")
+                        or any(p.startswith(".") for p in relative.split("/"))
+                    ):
                         continue
-                    files.append(SourceFile(f"s3://{self.bucket}/{key}", obj["Size"], label_from_relative(relative)))
+                    files.append(
+                        SourceFile(f"s3://{self.bucket}/{key}", obj["Size"], label_from_relative(relative))
+                    )
         except ClientError as exc:
             code = error_code(exc)
             if code == "NoSuchBucket":

@@ -6,8 +6,9 @@ temporary file that is renamed into place; an S3 PUT is atomic by nature.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -34,34 +35,40 @@ class DataStore(Protocol):
 
 
 class LocalStore:
-    """A data root on the local file system."""
+    """A data root on the local file system (plain string paths: this is the hot loop of collect)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = str(Path(root).expanduser().resolve())
+        self._folders: set[str] = set()
 
     def path(self, key: str) -> Path:
         return Path(self.root) / key
 
     def uri(self, key: str) -> str:
-        return str(self.path(key))
+        return os.path.join(self.root, key)
 
     def exists(self, key: str) -> bool:
-        return self.path(key).exists()
+        return os.path.exists(os.path.join(self.root, key))
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        target = os.path.join(self.root, key)
+        folder = os.path.dirname(target)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        tmp = f"{folder}/.{os.path.basename(target)}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with open(tmp, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
     def get_bytes(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        with open(os.path.join(self.root, key), "rb") as handle:
+            return handle.read()
 
     def list_keys(self, prefix: str) -> list[str]:
         folder = self.path(prefix)
@@ -115,7 +122,9 @@ class S3Store:
     def list_keys(self, prefix: str) -> list[str]:
         start = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
         for page in pages:
             keys.extend(obj["Key"][start:] for obj in page.get("Contents", []))
         return sorted(keys)

@@ -80,7 +80,15 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
     return [
         ProcessSpec(
             name="prefect-server",
-            command=[_bin("prefect"), "server", "start", "--host", host, "--port", str(settings.prefect_port)],
+            command=[
+                _bin("prefect"),
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(settings.prefect_port),
+            ],
             state_dir=home,
             url=f"http://{host}:{settings.prefect_port}",
             health=lambda: _get_ok(f"{api}/health"),
@@ -90,11 +98,25 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
         ),
         ProcessSpec(
             name="prefect-worker",
-            command=[_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", WORKER_NAME],
+            command=[
+                _bin("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                WORK_POOL,
+                "--type",
+                "process",
+                "--name",
+                WORKER_NAME,
+            ],
             state_dir=home,
             url=f"{api} (pool {WORK_POOL})",
             health=lambda: _worker_online(settings),
-            env={**prefect_env(settings), "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+            env={
+                **prefect_env(settings),
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            },
             cwd=settings.resolved_project_root,
             stop_signals=(signal.SIGTERM, signal.SIGINT),
             start_timeout=60,
@@ -102,10 +124,19 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
         ProcessSpec(
             name="mlflow",
             command=[
-                _bin("mlflow"), "server", "--host", host, "--port", str(settings.mlflow_port),
-                "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                "--artifacts-destination", str(mlflow_dir / "artifacts"),
-                "--serve-artifacts", "--workers", "1",
+                _bin("mlflow"),
+                "server",
+                "--host",
+                host,
+                "--port",
+                str(settings.mlflow_port),
+                "--backend-store-uri",
+                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(mlflow_dir / "artifacts"),
+                "--serve-artifacts",
+                "--workers",
+                "1",
             ],
             state_dir=home,
             url=f"http://{host}:{settings.mlflow_port}",
@@ -116,11 +147,20 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
         ),
         ProcessSpec(
             name="label-studio",
-            command=[str(ls_bin), "start", "--no-browser", "--internal-host", host, "--port", str(settings.label_studio_port)],
+            command=[
+                str(ls_bin),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                host,
+                "--port",
+                str(settings.label_studio_port),
+            ],
             state_dir=home,
             url=ls_url,
             health=lambda: _get_ok(
-                f"{ls_url}/api/current-user/whoami", {"Authorization": f"Token {creds.token.get_secret_value()}"}
+                f"{ls_url}/api/current-user/whoami",
+                {"Authorization": f"Token {creds.token.get_secret_value()}"},
             ),
             env={
                 "HOME": str(home / "label-studio" / "home"),
@@ -153,7 +193,9 @@ def ensure_work_pool(settings: Settings) -> None:
         timeout=10.0,
     )
     if response.status_code not in (200, 201, 409):
-        raise ServiceError(f"Could not create the work pool {WORK_POOL!r}: {response.status_code} {response.text}")
+        raise ServiceError(
+            f"Could not create the work pool {WORK_POOL!r}: {response.status_code} {response.text}"
+        )
 
 
 def register_blocks(settings: Settings) -> None:

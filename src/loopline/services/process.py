@@ -139,7 +139,8 @@ def wait_healthy(spec: ProcessSpec, pid: int) -> None:
     while time.monotonic() < deadline:
         if not _alive(pid):
             raise ServiceError(
-                f"{spec.name} exited while starting. Last lines of {spec.log_file}:\n{log_tail(spec.log_file)}"
+                f"{spec.name} exited while starting. "
+                f"Last lines of {spec.log_file}:\n{log_tail(spec.log_file)}"
             )
         if healthy(spec):
             return
@@ -171,6 +172,8 @@ def stop(spec: ProcessSpec, grace: float = 10.0) -> bool:
 
 
 def _port_setting(name: str) -> str:
-    return {"prefect-server": "PREFECT_PORT", "mlflow": "MLFLOW_PORT", "label-studio": "LABEL_STUDIO_PORT"}.get(
-        name, "PORT"
-    )
+    return {
+        "prefect-server": "PREFECT_PORT",
+        "mlflow": "MLFLOW_PORT",
+        "label-studio": "LABEL_STUDIO_PORT",
+    }.get(name, "PORT")
