@@ -133,16 +133,16 @@ def _put_once(store: DataStore, key: str, data: bytes) -> bool:
 def _scan(source: Source, store: DataStore, file: SourceFile, limits: ImageLimits) -> _Scanned:
     """Read the file once; store it content-addressed if it is a good image, else quarantine it."""
     data = _read(source, file)
+    result: ImageInfo | Rejection
+    sha: str | None = None
     if isinstance(data, Rejection):
         key_hash, result = hashlib.sha256(file.uri.encode()).hexdigest(), data
-        sha: str | None = None
     else:
         sha = key_hash = hashlib.sha256(data).hexdigest()
         result = inspect_image(data, limits)
-    if isinstance(result, ImageInfo):
-        key = f"images/{key_hash[:2]}/{key_hash}{EXTENSIONS.get(result.format, '.img')}"
-        written = _put_once(store, key, data if isinstance(data, bytes) else b"")
-        return _Scanned(file, sha, result, store.uri(key), written)
+        if isinstance(result, ImageInfo):
+            key = f"images/{key_hash[:2]}/{key_hash}{EXTENSIONS.get(result.format, '.img')}"
+            return _Scanned(file, sha, result, store.uri(key), _put_once(store, key, data))
     # Quarantine: a copy of the bytes (when they could be read) and a record of the reason.
     stored = None
     if isinstance(data, bytes):
