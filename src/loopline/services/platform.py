@@ -223,14 +223,27 @@ def _check_prerequisites(settings: Settings) -> None:
 
 
 def up(settings: Settings) -> list[ServiceStatus]:
-    """Start every service that is not running; leave running ones alone."""
+    """Start every service that is not running (leave running ones alone) and wait until all are healthy.
+
+    The servers start side by side; the worker starts once the Prefect server is up and has its pool.
+    A service that fails is stopped again (if this call started it) and reported with its log.
+    """
     _check_prerequisites(settings)
     specs = {s.name: s for s in service_specs(settings)}
-    process.start(specs["prefect-server"])
-    ensure_work_pool(settings)
-    register_blocks(settings)
-    for name in ("prefect-worker", "mlflow", "label-studio"):
-        process.start(specs[name])
+    servers = ("prefect-server", "mlflow", "label-studio")
+    launched = {name: process.launch(specs[name]) for name in servers}
+    try:
+        process.wait_healthy(specs["prefect-server"], launched["prefect-server"][0])
+        ensure_work_pool(settings)
+        register_blocks(settings)
+        launched["prefect-worker"] = process.launch(specs["prefect-worker"])
+        for name in ("prefect-worker", "mlflow", "label-studio"):
+            process.wait_healthy(specs[name], launched[name][0])
+    except ServiceError:
+        for name, (_, started_now) in launched.items():
+            if started_now:
+                process.stop(specs[name])
+        raise
     return status(settings)
 
 

@@ -99,12 +99,11 @@ def healthy(spec: ProcessSpec) -> bool:
         return False
 
 
-def start(spec: ProcessSpec) -> int:
-    """Start the process unless it already runs; wait until healthy. Returns the PID."""
+def launch(spec: ProcessSpec) -> tuple[int, bool]:
+    """Start the process unless it already runs, without waiting. Returns ``(pid, started_now)``."""
     pid = running_pid(spec)
     if pid is not None:
-        wait_healthy(spec, pid)
-        return pid
+        return pid, False
     if spec.port is not None and port_in_use(spec.host, spec.port):
         raise ServiceError(
             f"{spec.name}: port {spec.port} on {spec.host} is already in use by another program. To fix "
@@ -126,12 +125,19 @@ def start(spec: ProcessSpec) -> int:
             start_new_session=True,
         )
     spec.pid_file.write_text(f"{process.pid}\n{Path(spec.command[0]).name}\n")
+    return process.pid, True
+
+
+def start(spec: ProcessSpec) -> int:
+    """Start the process unless it already runs; wait until healthy (stop it if it never is)."""
+    pid, started_now = launch(spec)
     try:
-        wait_healthy(spec, process.pid)
+        wait_healthy(spec, pid)
     except ServiceError:
-        stop(spec)
+        if started_now:
+            stop(spec)
         raise
-    return process.pid
+    return pid
 
 
 def wait_healthy(spec: ProcessSpec, pid: int) -> None:
