@@ -25,3 +25,11 @@ class DataRootNotWritable(LooplineError):
 
 class ServiceError(LooplineError):
     """A local service could not be started, reached or stopped."""
+
+
+class LabelConfigMismatch(LooplineError):
+    """A Label Studio label config (or a prediction) does not fit the task type and label set."""
+
+
+class QualityGateFailed(LooplineError):
+    """Labels (or a model) failed a quality gate; the message lists every violated rule."""

@@ -1,0 +1,1 @@
+"""Labeling: label configs, Label Studio adapter, pre-annotations, active learning, agreement, export."""
