@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from loopline.data.s3 import is_transient
+from loopline.errors import LabelStudioUnavailable
 
 
 def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
@@ -12,5 +13,5 @@ def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
     except Exception as exc:
-        return is_transient(exc)
+        return is_transient(exc) or isinstance(exc, LabelStudioUnavailable)
     return False

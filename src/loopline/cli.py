@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
@@ -123,6 +123,72 @@ def datasets(data_root: str = typer.Option(None, help="Default: LOOPLINE_DATA_RO
         typer.echo(f"no datasets under {root}")
     for d in found:
         typer.echo(f"{d.version}  {d.images:>6} images  {d.labelled:>6} labelled  {d.manifest_uri}")
+
+
+@app.command("approve")
+def approve(
+    run_id: str = typer.Argument(None, help="The flow run waiting at an approval."),
+    reject: bool = typer.Option(False, "--reject", help="Reject (send back) instead of approving."),
+    comment: str = typer.Option("", "--comment", help="Why: recorded in the audit trail."),
+    reviewer: str = typer.Option(None, "--reviewer", help="Who decides (default: your user name)."),
+    list_runs: bool = typer.Option(False, "--list", help="List the runs waiting for a decision."),
+) -> None:
+    """Approve (or --reject) a flow run waiting at a typed approval gate."""
+    import getpass
+
+    from loopline.approvals import list_waiting, send_decision
+
+    api = get_settings().resolved_prefect_api_url
+    if list_runs or not run_id:
+        waiting = list_waiting(api)
+        for run in waiting:
+            typer.echo(f"{run.id}  {run.name}  ({run.state})")
+        if not waiting:
+            typer.echo("no flow run is waiting for a decision")
+        return
+    decision: Literal["approve", "reject"] = "reject" if reject else "approve"
+    try:
+        send_decision(api, run_id, decision, comment, reviewer or getpass.getuser())
+    except LooplineError as exc:
+        _fail(exc)
+    typer.echo(f"{decision}d flow run {run_id}" if decision == "approve" else f"rejected flow run {run_id}")
+
+
+@app.command("demo-annotate")
+def demo_annotate(
+    ground_truth: str = typer.Argument(..., help="ground_truth.json written by `loopline demo-data`."),
+    annotators: int = typer.Option(2, help="Demo users answering each task."),
+    error_rate: float = typer.Option(0.05, help="Share of deliberately wrong answers."),
+    seconds: float = typer.Option(3600, help="Stop after this long."),
+    interval: float = typer.Option(2.0, help="Seconds between passes over the projects."),
+) -> None:
+    """DEMO ANNOTATOR: answer loopline's Label Studio tasks from the demo ground truth (not for real data)."""
+    import time
+
+    from loopline.labeling.configs import parse_label_config
+    from loopline.labeling.demo_annotator import annotate_project, load_ground_truth
+    from loopline.labeling.studio import KEY_MARKER, LabelStudio
+    from loopline.services.credentials import label_studio_credentials
+
+    settings = get_settings()
+    truth = load_ground_truth(ground_truth)
+    token = label_studio_credentials(settings).token.get_secret_value()
+    deadline = time.monotonic() + seconds
+    with LabelStudio(settings.resolved_label_studio_url, token) as studio:
+        while time.monotonic() < deadline:
+            try:
+                projects = studio.request("GET", "/api/projects", params={"page_size": 100})["results"]
+                for project in projects:
+                    if KEY_MARKER not in (project.get("description") or ""):
+                        continue
+                    config = parse_label_config(project["label_config"], "classification")
+                    wanted = max(annotators, int(project.get("maximum_annotations") or 1))
+                    made = annotate_project(studio, project["id"], config, truth, wanted, error_rate)
+                    if made:
+                        typer.echo(f"demo annotator: {made} annotations in project {project['id']}")
+            except LooplineError as exc:
+                typer.echo(f"demo annotator: {exc}", err=True)
+            time.sleep(interval)
 
 
 def main() -> None:  # pragma: no cover

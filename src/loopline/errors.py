@@ -33,3 +33,19 @@ class LabelConfigMismatch(LooplineError):
 
 class QualityGateFailed(LooplineError):
     """Labels (or a model) failed a quality gate; the message lists every violated rule."""
+
+
+class LabelStudioError(LooplineError):
+    """Label Studio refused a request, is unreachable, or rejected the token."""
+
+
+class LabelStudioUnavailable(LabelStudioError):
+    """Label Studio could not be reached (worth a retry)."""
+
+
+class ProjectMissing(LabelStudioError):
+    """The Label Studio project was deleted or never existed."""
+
+
+class ApprovalError(LooplineError):
+    """An approval could not be sent: the run is not waiting, or the input does not fit."""

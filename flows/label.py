@@ -1,0 +1,85 @@
+"""Label stage: a collected dataset → images labeled by people in Label Studio, checked for agreement.
+
+Input: a ``DatasetRef`` (from collect) and ``LabelParameters``. Output: a ``LabeledDatasetRef``
+(labeled manifest ``labels/<version>.jsonl`` with consensus labels, annotators and splits).
+Steps: get-or-create the project (keyed by dataset version, task type and label set) → import this
+round's images (idempotent by content hash) → wait for the annotations (progress artifact) → snapshot
+export → agreement report (artifact) → typed review (``loopline approve RUN_ID [--reject]``; a
+suspension under a deployment, a pause in-process) → agreement gate → labeled manifest.
+A rejected batch goes back to Label Studio with one more annotator per image.
+
+Run: ``prefect deployment run 'label-images/local' -p dataset='{…}'`` or as part of the pipeline.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from loopline.errors import QualityGateFailed
+from loopline.labeling.agreement import check_agreement_gate
+from loopline.labeling.report import render_agreement_report
+from tasks.collect import DatasetRef
+from tasks.label import (
+    LabeledDatasetRef,
+    LabelParameters,
+    agreement_of,
+    export_labels,
+    import_round,
+    prepare_project,
+    publish_agreement,
+    studio_from_block,
+    wait_for_labels,
+    write_labeled,
+)
+from tasks.review import ask_for_review, record_review
+
+
+def _gate_violations(report, params: LabelParameters) -> list[str]:  # type: ignore[no-untyped-def]
+    try:
+        check_agreement_gate(report, params.min_kappa, params.min_label_kappa)
+    except QualityGateFailed as exc:
+        return [line[2:] for line in str(exc).splitlines() if line.startswith("- ")]
+    return []
+
+
+def label_stage(dataset: DatasetRef, params: LabelParameters) -> LabeledDatasetRef:
+    """The label stage's tasks, run inside the calling flow (so a suspension suspends that flow run)."""
+    logger = get_run_logger()
+    project = prepare_project(dataset, params)
+    target = import_round(dataset, project, params)
+    with studio_from_block() as studio:
+        project_url = f"{studio.url}/projects/{project.id}"
+    for round_number in range(params.max_review_rounds):
+        annotators = params.annotators_per_task + round_number
+        if round_number:
+            with studio_from_block() as studio:
+                studio.set_maximum_annotations(project.id, annotators)
+        progress = wait_for_labels(project, target, params)
+        export_id, summary = export_labels(project, progress, params)
+        report = agreement_of(summary, params)
+        violations = _gate_violations(report, params)
+        markdown = render_agreement_report(project_url, summary, report, violations)
+        publish_agreement(markdown, summary, report)
+        review = ask_for_review(
+            f"label-review-{project.id}-{round_number}",
+            markdown,
+            int(params.review_timeout_hours * 3600),
+            params.auto_approve,
+        )
+        record_review("label", f"project {project.id}, export {export_id}", review)
+        if review.decision == "approve":
+            check_agreement_gate(report, params.min_kappa, params.min_label_kappa)
+            return write_labeled(dataset, project, export_id, summary, report, params)
+        logger.info(
+            "Labels sent back (%s): asking for %d annotations per image", review.comment, annotators + 1
+        )
+    raise QualityGateFailed(
+        f"The labels of project {project.id} were sent back {params.max_review_rounds} times. To fix this, "
+        "review the guidelines with the annotators, then rerun with more review rounds (max_review_rounds)."
+    )
+
+
+@flow(name="label-images")
+def label_flow(dataset: DatasetRef, params: LabelParameters | None = None) -> LabeledDatasetRef:
+    """Label a collected dataset version in Label Studio."""
+    return label_stage(dataset, params or LabelParameters())

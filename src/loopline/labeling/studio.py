@@ -1,0 +1,272 @@
+"""A small, typed client for the Label Studio REST API (the parts loopline uses).
+
+Every failure names the server URL and the fix: unreachable (``LabelStudioUnavailable``, worth a retry),
+token rejected, project missing, or a validation error with Label Studio's own field messages.
+Projects are found by a key written into their description, so get-or-create is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from loopline.errors import LabelStudioError, LabelStudioUnavailable, ProjectMissing
+
+KEY_MARKER = "loopline-key:"
+
+
+@dataclass(frozen=True)
+class ProjectProgress:
+    tasks: int
+    finished: int  # tasks with the required number of annotations
+    annotations: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    title: str
+    key: str
+    label_config: str
+    maximum_annotations: int
+    created: bool
+
+
+class LabelStudio:
+    """Label Studio at ``url`` with an API token (legacy ``Token`` scheme)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> LabelStudio:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, project_id: int | None = None, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise LabelStudioUnavailable(
+                f"Label Studio at {self.url} is not reachable ({type(exc).__name__}: {exc}). To fix this, "
+                "start it (`loopline services up`) or point LOOPLINE_LABEL_STUDIO_URL at a running server."
+            ) from exc
+        if response.status_code == 401:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} rejected the API token (401). To fix this, set "
+                "LOOPLINE_LABEL_STUDIO_TOKEN to a valid token (Account & Settings → Access Token)."
+            )
+        if response.status_code == 404 and project_id is not None:
+            raise ProjectMissing(
+                f"Label Studio project {project_id} no longer exists at {self.url}. Its labels are not lost "
+                "if an export was taken; to continue, rerun the flow: it creates the project again."
+            )
+        if response.status_code >= 500:
+            raise LabelStudioUnavailable(
+                f"Label Studio at {self.url} failed with {response.status_code} on {method} {path}: "
+                f"{response.text[:300]}"
+            )
+        if response.status_code >= 400:
+            raise LabelStudioError(
+                f"Label Studio at {self.url} refused {method} {path} ({response.status_code}): "
+                f"{response.text[:500]}"
+            )
+        return response.json() if response.content else None
+
+    # -- projects -----------------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/api/current-user/whoami")
+        return result
+
+    def find_project(self, key: str) -> Project | None:
+        page = 1
+        while True:
+            body = self.request("GET", "/api/projects", params={"page": page, "page_size": 100})
+            for p in body.get("results", []):
+                if f"{KEY_MARKER} {key}" in (p.get("description") or ""):
+                    return self._project(p, key, created=False)
+            if not body.get("next"):
+                return None
+            page += 1
+
+    def get_or_create_project(
+        self, key: str, title: str, label_config: str, maximum_annotations: int, description: str = ""
+    ) -> Project:
+        """The project with this key, created if missing (never a second one)."""
+        found = self.find_project(key)
+        if found is not None:
+            return found
+        body = self.request(
+            "POST",
+            "/api/projects",
+            json={
+                "title": title[:50],
+                "description": f"{description}\n\n{KEY_MARKER} {key}".strip(),
+                "label_config": label_config,
+                "maximum_annotations": maximum_annotations,
+                "show_skip_button": True,
+            },
+        )
+        return self._project(body, key, created=True)
+
+    def _project(self, body: dict[str, Any], key: str, created: bool) -> Project:
+        return Project(
+            id=int(body["id"]),
+            title=body.get("title", ""),
+            key=key,
+            label_config=body.get("label_config", ""),
+            maximum_annotations=int(body.get("maximum_annotations") or 1),
+            created=created,
+        )
+
+    def set_maximum_annotations(self, project_id: int, maximum_annotations: int) -> None:
+        self.request(
+            "PATCH",
+            f"/api/projects/{project_id}",
+            project_id=project_id,
+            json={"maximum_annotations": maximum_annotations},
+        )
+
+    def progress(self, project_id: int) -> ProjectProgress:
+        body = self.request("GET", f"/api/projects/{project_id}", project_id=project_id)
+        return ProjectProgress(
+            tasks=int(body.get("task_number") or 0),
+            finished=int(body.get("finished_task_number") or 0),
+            annotations=int(body.get("total_annotations_number") or 0),
+            skipped=int(body.get("skipped_annotations_number") or 0),
+        )
+
+    # -- storage and tasks --------------------------------------------------------------------------
+
+    def ensure_local_storage(self, project_id: int, path: str) -> int:
+        """A Local Files storage for ``path`` (Label Studio serves task images only from one)."""
+        existing = self.request("GET", "/api/storages/localfiles", params={"project": project_id})
+        for storage in existing or []:
+            if storage.get("path") == path:
+                return int(storage["id"])
+        body = self.request(
+            "POST",
+            "/api/storages/localfiles",
+            project_id=project_id,
+            json={"project": project_id, "path": path, "use_blob_urls": True, "title": "loopline data root"},
+        )
+        return int(body["id"])
+
+    def task_hashes(self, project_id: int) -> dict[str, int]:
+        """``content_hash → task id`` for every task already in the project."""
+        found: dict[str, int] = {}
+        page = 1
+        while True:
+            body = self.request(
+                "GET",
+                "/api/tasks",
+                project_id=project_id,
+                params={"project": project_id, "page": page, "page_size": 500, "fields": "task_only"},
+            )
+            tasks = body.get("tasks", [])
+            for task in tasks:
+                content_hash = (task.get("data") or {}).get("content_hash")
+                if content_hash:
+                    found[content_hash] = int(task["id"])
+            if not tasks or len(found) >= int(body.get("total", 0)) or len(tasks) < 500:
+                return found
+            page += 1
+
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
+        """One bulk import call; returns the new task ids."""
+        body = self.request(
+            "POST",
+            f"/api/projects/{project_id}/import",
+            project_id=project_id,
+            params={"return_task_ids": "true"},
+            json=tasks,
+        )
+        return [int(i) for i in body.get("task_ids", [])]
+
+    # -- annotations and exports --------------------------------------------------------------------
+
+    def ensure_user(self, email: str, first_name: str, last_name: str = "") -> int:
+        for user in self.request("GET", "/api/users") or []:
+            if user.get("email") == email:
+                return int(user["id"])
+        username = email.split("@")[0]
+        body = self.request(
+            "POST",
+            "/api/users",
+            json={"email": email, "username": username, "first_name": first_name, "last_name": last_name},
+        )
+        return int(body["id"])
+
+    def annotate(
+        self, task_id: int, result: list[dict[str, Any]], completed_by: int, cancelled: bool = False
+    ) -> int:
+        body = self.request(
+            "POST",
+            f"/api/tasks/{task_id}/annotations",
+            json={"result": result, "completed_by": completed_by, "was_cancelled": cancelled},
+        )
+        return int(body["id"])
+
+    def tasks_with_annotations(self, project_id: int) -> list[dict[str, Any]]:
+        """Every task with its annotations (``fields=all``), page by page."""
+        tasks: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.request(
+                "GET",
+                "/api/tasks",
+                project_id=project_id,
+                params={"project": project_id, "page": page, "page_size": 500, "fields": "all"},
+            )
+            batch = body.get("tasks", [])
+            tasks.extend(batch)
+            if not batch or len(tasks) >= int(body.get("total", 0)) or len(batch) < 500:
+                return tasks
+            page += 1
+
+    def snapshot_export(
+        self, project_id: int, title: str, timeout: float = 300.0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """A snapshot export named ``title`` (reused if one exists), downloaded as Label Studio JSON."""
+        exports = self.request("GET", f"/api/projects/{project_id}/exports", project_id=project_id) or []
+        export = next(
+            (e for e in exports if e.get("title") == title and e.get("status") == "completed"), None
+        )
+        if export is None:
+            export = self.request(
+                "POST", f"/api/projects/{project_id}/exports", project_id=project_id, json={"title": title}
+            )
+        export_id = int(export["id"])
+        deadline = time.monotonic() + timeout
+        while export.get("status") not in ("completed", "failed"):
+            if time.monotonic() > deadline:
+                raise LabelStudioError(
+                    f"Export {export_id} of project {project_id} did not finish in {timeout} s"
+                )
+            time.sleep(0.5)
+            export = self.request(
+                "GET", f"/api/projects/{project_id}/exports/{export_id}", project_id=project_id
+            )
+        if export.get("status") == "failed":
+            raise LabelStudioError(
+                f"Label Studio export {export_id} of project {project_id} failed at {self.url}"
+            )
+        data = self.request(
+            "GET",
+            f"/api/projects/{project_id}/exports/{export_id}/download",
+            project_id=project_id,
+            params={"exportType": "JSON"},
+        )
+        return export_id, list(data or [])

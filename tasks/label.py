@@ -1,0 +1,240 @@
+"""Label tasks: Label Studio project and import, waiting for people, export, agreement, labeled manifest."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+from uuid import UUID
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from pydantic import BaseModel, Field
+
+from blocks.servers import BLOCK_NAME, LabelStudioServer
+from loopline.data.manifest import read_manifest
+from loopline.data.splits import SplitFractions
+from loopline.data.store import open_store
+from loopline.errors import LabelStudioUnavailable
+from loopline.labeling.agreement import AgreementReport, agreement_report
+from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
+from loopline.labeling.export import ExportSummary, parse_classification_export
+from loopline.labeling.labeled import build_labeled_rows, write_labeled_manifest
+from loopline.labeling.studio import LabelStudio, Project, ProjectProgress
+from loopline.settings import get_settings
+from tasks.collect import DatasetRef
+from tasks.retry import retry_on_transient_io
+
+
+class LabelParameters(BaseModel):
+    """How to label a dataset version (rendered as a form in the Prefect UI)."""
+
+    task_type: Literal["classification"] = Field(
+        default="classification", description="Only classification is exported to training so far."
+    )
+    labels: list[str] = Field(
+        default_factory=lambda: [str(d) for d in range(10)], description="The label set (the demo: digits)."
+    )
+    budget: int = Field(default=300, ge=1, description="Images sent to people in this round.")
+    annotators_per_task: int = Field(default=2, ge=1, le=10, description="Annotations required per image.")
+    min_kappa: float = Field(default=0.6, ge=-1, le=1, description="Agreement gate: minimum kappa.")
+    min_label_kappa: float | None = Field(default=None, description="Optional gate on every label's kappa.")
+    wait_timeout_minutes: float = Field(
+        default=24 * 60, gt=0, description="Stop waiting for labels after this."
+    )
+    poll_seconds: float = Field(default=5.0, gt=0, description="How often to check labeling progress.")
+    review_timeout_hours: float = Field(default=72, gt=0, description="How long the review may take.")
+    max_review_rounds: int = Field(default=3, ge=1, description="Times a batch may be sent back.")
+    auto_approve: bool = Field(default=False, description="DEMO ONLY: accept the labels without a person.")
+    val_fraction: float = Field(default=0.15, ge=0, lt=1)
+    test_fraction: float = Field(default=0.15, ge=0, lt=1)
+    seed: int = Field(default=0, description="Seed of the round's selection and of the split.")
+
+
+class LabeledDatasetRef(BaseModel):
+    version: str
+    manifest_uri: str
+    dataset_version: str
+    project_id: int
+    export_id: int
+    images: int
+    kappa: float | None
+
+
+def studio_from_block() -> LabelStudio:
+    server = LabelStudioServer.load(BLOCK_NAME)
+    assert isinstance(server, LabelStudioServer)
+    return LabelStudio(server.url, server.api_key.get_secret_value())
+
+
+def project_key(dataset: DatasetRef, params: LabelParameters) -> str:
+    import hashlib
+
+    text = f"{dataset.version}|{params.task_type}|{'|'.join(sorted(params.labels))}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@task(
+    name="prepare-label-project",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=retry_on_transient_io,
+)
+def prepare_project(dataset: DatasetRef, params: LabelParameters) -> Project:
+    """Get or create the project for (dataset version, task type, label set); connect the data root."""
+    config_xml = render_label_config(params.task_type, params.labels)
+    with studio_from_block() as studio:
+        project = studio.get_or_create_project(
+            project_key(dataset, params),
+            f"loopline {dataset.version[:8]} {params.task_type}",
+            config_xml,
+            params.annotators_per_task,
+            description=f"Dataset {dataset.version} ({dataset.manifest_uri})",
+        )
+        parse_label_config(project.label_config, params.task_type, params.labels)
+        if not dataset.data_root.startswith("s3://"):
+            studio.ensure_local_storage(project.id, f"{dataset.data_root}/images")
+    get_run_logger().info(
+        "Label Studio project %s (%s)", project.id, "created" if project.created else "found"
+    )
+    return project
+
+
+@task(
+    name="import-label-tasks",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=retry_on_transient_io,
+)
+def import_round(
+    dataset: DatasetRef, project: Project, params: LabelParameters, batch_size: int = 500
+) -> int:
+    """Send this round's images to the project (a seeded random choice: no model yet). Idempotent."""
+    settings = get_settings()
+    rows = read_manifest(open_store(dataset.data_root, settings), dataset.version)
+    with studio_from_block() as studio:
+        present = studio.task_hashes(project.id)
+        missing = max(0, params.budget - len(present))
+        candidates = sorted((r for r in rows if r.content_hash not in present), key=lambda r: r.content_hash)
+        rng = np.random.default_rng(params.seed)
+        chosen = [
+            candidates[i]
+            for i in sorted(rng.choice(len(candidates), min(missing, len(candidates)), replace=False))
+        ]
+        tasks = [
+            {
+                "data": {
+                    "image": f"/data/local-files/?d={_relative(r.stored_uri, dataset.data_root)}",
+                    "content_hash": r.content_hash,
+                    "dataset_version": dataset.version,
+                }
+            }
+            for r in chosen
+        ]
+        for start in range(0, len(tasks), batch_size):
+            studio.import_tasks(project.id, tasks[start : start + batch_size])
+    get_run_logger().info("Imported %d tasks (%d were already there)", len(tasks), len(present))
+    return len(present) + len(tasks)
+
+
+def _relative(uri: str, root: str) -> str:
+    return uri[len(root) :].lstrip("/") if uri.startswith(root) else uri
+
+
+@task(name="wait-for-labels")
+def wait_for_labels(project: Project, target: int, params: LabelParameters) -> ProjectProgress:
+    """Poll until ``target`` tasks have their annotations (or the timeout), updating a progress artifact."""
+    logger = get_run_logger()
+    deadline = time.monotonic() + params.wait_timeout_minutes * 60
+    artifact = create_progress_artifact(
+        0.0, key="label-progress", description=f"Project {project.id}: labeled tasks"
+    )
+    assert isinstance(artifact, UUID)
+    with studio_from_block() as studio:
+        while True:
+            try:
+                progress = studio.progress(project.id)
+            except LabelStudioUnavailable as exc:  # keep waiting through restarts; give up at the deadline
+                logger.warning("%s", exc)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(params.poll_seconds)
+                continue
+            update_progress_artifact(
+                artifact, progress=min(100.0, 100.0 * progress.finished / max(1, target))
+            )
+            if progress.finished >= target:
+                return progress
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "Stopped waiting after %.0f min: %d of %d tasks done",
+                    params.wait_timeout_minutes,
+                    progress.finished,
+                    target,
+                )
+                return progress
+            time.sleep(params.poll_seconds)
+
+
+@task(
+    name="export-labels", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_on_transient_io
+)
+def export_labels(
+    project: Project, progress: ProjectProgress, params: LabelParameters
+) -> tuple[int, ExportSummary]:
+    """A snapshot export (one per annotation state: reruns reuse it), parsed into consensus labels."""
+    config: LabelConfig = parse_label_config(project.label_config, params.task_type, params.labels)
+    with studio_from_block() as studio:
+        title = f"loopline {progress.annotations}a {progress.skipped}s {progress.finished}f"
+        export_id, tasks = studio.snapshot_export(project.id, title)
+    return export_id, parse_classification_export(tasks, config)
+
+
+@task(name="publish-agreement-report")
+def publish_agreement(markdown: str, summary: ExportSummary, report: AgreementReport) -> None:
+    create_markdown_artifact(markdown=markdown, key="label-agreement", description="Agreement of the labels")
+    create_table_artifact(
+        table=[{"count": k, "value": v} for k, v in sorted(summary.counts.items())], key="label-counts"
+    )
+
+
+@task(name="write-labeled-manifest")
+def write_labeled(
+    dataset: DatasetRef,
+    project: Project,
+    export_id: int,
+    summary: ExportSummary,
+    report: AgreementReport,
+    params: LabelParameters,
+) -> LabeledDatasetRef:
+    settings = get_settings()
+    store = open_store(dataset.data_root, settings)
+    rows = build_labeled_rows(
+        read_manifest(store, dataset.version),
+        summary.items,
+        dataset.version,
+        project.id,
+        export_id,
+        SplitFractions(val=params.val_fraction, test=params.test_fraction),
+        params.seed,
+    )
+    version, uri = write_labeled_manifest(store, rows)
+    get_run_logger().info("Labeled manifest %s: %d images (%s)", version, len(rows), uri)
+    return LabeledDatasetRef(
+        version=version,
+        manifest_uri=uri,
+        dataset_version=dataset.version,
+        project_id=project.id,
+        export_id=export_id,
+        images=len(rows),
+        kappa=report.kappa,
+    )
+
+
+def agreement_of(summary: ExportSummary, params: LabelParameters) -> AgreementReport:
+    return agreement_report(summary.ratings, params.labels)
