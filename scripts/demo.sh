@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up and run the main job on the embedded default: the local platform on 127.0.0.1 and
-# the loopline pipeline on the demo data, through its Prefect deployment and the local worker.
+# the loopline pipeline (collect → label) on the demo data, through its Prefect deployment and the local
+# worker, with the demo annotator answering in Label Studio.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -9,10 +10,21 @@ export LOOPLINE_PROJECT_ROOT=$PWD
 eval "$(.venv/bin/loopline env)"
 .venv/bin/loopline deploy
 .venv/bin/loopline demo-data "$LOOPLINE_HOME/demo"
-.venv/bin/prefect deployment run 'loopline-pipeline/local' --watch
+# The DEMO ANNOTATOR stands in for people: it answers the Label Studio tasks from the demo ground truth.
+.venv/bin/loopline demo-annotate "$LOOPLINE_HOME/demo/ground_truth.json" --seconds 1800 \
+  > "$LOOPLINE_HOME/logs/demo-annotator.log" 2>&1 &
+annotator=$!
+trap 'kill $annotator 2>/dev/null || true' EXIT
+# auto_approve is for the demo only: without it the run waits for `loopline approve RUN_ID`.
+params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-1\"}, \"label\": {\"auto_approve\": true}}}"
+.venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch
 echo
 echo "== datasets"
 .venv/bin/loopline datasets
 echo
-echo "Prefect UI:  ${PREFECT_API_URL%/api}  (flow runs, the collect-summary and collect-counts artifacts)"
+echo "== labeled manifests"
+ls "$LOOPLINE_HOME"/data/labels/
+echo
+echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review)"
+echo "Label Studio:  $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_label_studio_url)')  (user admin@loopline.local, password in .loopline/secrets/)"
 echo "Stop the platform with: .venv/bin/loopline services down"

@@ -1,4 +1,7 @@
-"""The pipeline through `prefect deployment run` and a real worker, against `loopline services up`."""
+"""Collect through `prefect deployment run` and a real worker, against `loopline services up`.
+
+(The whole pipeline, collect → label, runs in test_label_pipeline.py.)
+"""
 
 import json
 from pathlib import Path
@@ -23,7 +26,7 @@ def latest_flow_run(api: str, flow_name: str) -> dict:  # type: ignore[type-arg]
     return runs[0]
 
 
-def test_pipeline_deployment_collects_the_demo_data(tmp_path: Path) -> None:
+def test_collect_deployment_collects_the_demo_data(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with running_platform(home) as env:
         deployed = run(["loopline", "deploy"], env)
@@ -31,10 +34,10 @@ def test_pipeline_deployment_collects_the_demo_data(tmp_path: Path) -> None:
         demo = run(["loopline", "demo-data", str(home / "demo")], env)
         assert demo.returncode == 0, demo.stderr
 
-        result = run(["prefect", "deployment", "run", "loopline-pipeline/local", "--watch"], env, timeout=600)
+        result = run(["prefect", "deployment", "run", "collect-images/local", "--watch"], env, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
         api = env["PREFECT_API_URL"]
-        flow_run = latest_flow_run(api, "loopline-pipeline")
+        flow_run = latest_flow_run(api, "collect-images")
         assert flow_run["state_type"] == "COMPLETED"
         assert flow_run["deployment_id"] is not None
 
