@@ -1,0 +1,33 @@
+"""Start one service of the local platform on its own (tests and benchmarks): a temporary home,
+free loopback ports, stopped on exit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from loopline.services import process
+from loopline.services.platform import service_specs
+from loopline.services.process import ProcessSpec, free_port
+from loopline.settings import Settings
+
+
+@contextmanager
+def running_service(
+    name: str, home: Path, project_root: Path | None = None
+) -> Iterator[tuple[ProcessSpec, Settings]]:
+    settings = Settings(
+        home=home,
+        project_root=project_root or Path(os.environ.get("LOOPLINE_PROJECT_ROOT", ".")),
+        prefect_port=free_port(),
+        mlflow_port=free_port(),
+        label_studio_port=free_port(),
+    )
+    spec = next(s for s in service_specs(settings) if s.name == name)
+    process.start(spec)
+    try:
+        yield spec, settings
+    finally:
+        process.stop(spec)

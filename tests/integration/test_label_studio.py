@@ -1,0 +1,127 @@
+"""The Label Studio client, pre-annotations, the demo annotator and export parsing against a real server."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loopline.errors import LabelConfigMismatch, LabelStudioError, LabelStudioUnavailable, ProjectMissing
+from loopline.labeling.agreement import agreement_report
+from loopline.labeling.configs import parse_label_config, render_label_config
+from loopline.labeling.demo_annotator import annotate_project
+from loopline.labeling.export import parse_classification_export
+from loopline.labeling.predictions import classification_prediction, validate_predictions
+from loopline.labeling.studio import LabelStudio
+from loopline.services.credentials import label_studio_credentials
+from loopline.services.process import free_port
+from loopline.services.standalone import running_service
+from loopline.settings import Settings
+from tests.platform import ROOT
+
+pytestmark = pytest.mark.integration
+
+LABELS = ["cat", "dog", "eel"]
+CONFIG_XML = render_label_config("classification", LABELS)
+CONFIG = parse_label_config(CONFIG_XML, "classification")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabelStudio, Settings]]:
+    with running_service("label-studio", tmp_path_factory.mktemp("ls"), ROOT) as (spec, settings):
+        token = label_studio_credentials(settings).token.get_secret_value()
+        with LabelStudio(spec.url, token) as client:
+            yield client, settings
+
+
+@pytest.fixture
+def studio(server: tuple[LabelStudio, Settings]) -> LabelStudio:
+    return server[0]
+
+
+def tasks(n: int, offset: int = 0) -> list[dict]:  # type: ignore[type-arg]
+    return [
+        {"data": {"image": f"/data/local-files/?d=images/{i}.png", "content_hash": f"h{i}"}}
+        for i in range(offset, offset + n)
+    ]
+
+
+def test_projects_are_created_once(studio: LabelStudio) -> None:
+    first = studio.get_or_create_project("key-once", "idempotent project", CONFIG_XML, 2)
+    again = studio.get_or_create_project("key-once", "idempotent project", CONFIG_XML, 2)
+    assert first.created and not again.created and first.id == again.id
+    assert parse_label_config(again.label_config, "classification", LABELS).labels == tuple(LABELS)
+
+
+def test_import_with_validated_predictions_and_hashes(server: tuple[LabelStudio, Settings]) -> None:
+    studio, settings = server
+    project = studio.get_or_create_project("key-import", "import project", CONFIG_XML, 1)
+    images = f"{settings.resolved_data_root}/images"
+    Path(images).mkdir(parents=True, exist_ok=True)
+    storage = studio.ensure_local_storage(project.id, images)
+    assert studio.ensure_local_storage(project.id, images) == storage  # found, not created again
+    with pytest.raises(LabelStudioError, match="LOCAL_FILES_DOCUMENT_ROOT"):
+        studio.ensure_local_storage(project.id, "/tmp")  # exists, but outside the document root
+    batch = tasks(30)
+    predictions = [
+        classification_prediction(CONFIG, LABELS[i % 3], 0.8, "champion-1").as_dict() for i in range(30)
+    ]
+    validate_predictions(
+        CONFIG, [(t["data"]["content_hash"], p) for t, p in zip(batch, predictions, strict=True)]
+    )
+    for t, p in zip(batch, predictions, strict=True):
+        t["predictions"] = [p]
+    ids = studio.import_tasks(project.id, batch)
+    assert len(ids) == 30
+    assert set(studio.task_hashes(project.id)) == {f"h{i}" for i in range(30)}
+    stored = studio.tasks_with_annotations(project.id)
+    assert all(t["predictions"][0]["model_version"] == "champion-1" for t in stored)
+    wrong = classification_prediction(CONFIG, "wolf", 0.8, "champion-1").as_dict()
+    with pytest.raises(LabelConfigMismatch, match="wolf"):
+        validate_predictions(CONFIG, [("h99", wrong)])
+
+
+def test_demo_annotator_export_and_agreement(studio: LabelStudio) -> None:
+    project = studio.get_or_create_project("key-demo", "demo project", CONFIG_XML, 2)
+    studio.import_tasks(project.id, tasks(60))
+    truth = {f"h{i}": LABELS[i % 3] for i in range(60)}
+    assert annotate_project(studio, project.id, CONFIG, truth, annotators=2, error_rate=0.1) == 120
+    assert (
+        annotate_project(studio, project.id, CONFIG, truth, annotators=2, error_rate=0.1) == 0
+    )  # idempotent
+    user = studio.ensure_user("person@loopline.local", "A person")
+    task_ids = sorted(studio.task_hashes(project.id).values())
+    studio.annotate(task_ids[0], [], completed_by=user, cancelled=True)  # a skip
+    studio.annotate(
+        task_ids[1],
+        [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["wolf"]}}],
+        completed_by=user,
+    )
+    progress = studio.progress(project.id)
+    assert progress.finished == 60 and progress.skipped == 1
+    export_id, data = studio.snapshot_export(project.id, "loopline test export")
+    assert (
+        studio.snapshot_export(project.id, "loopline test export")[0] == export_id
+    )  # reused, not duplicated
+    summary = parse_classification_export(data, CONFIG)
+    assert summary.counts["skipped or cancelled"] == 1 and summary.unknown_labels == {"wolf": 1}
+    assert summary.counts["labeled"] + summary.counts["ties sent back"] == 60
+    correct = sum(truth[item.content_hash] == item.label for item in summary.items)
+    assert correct >= 0.95 * len(summary.items)
+    report = agreement_report({h: r[:2] for h, r in summary.ratings.items()}, LABELS)
+    assert report.kappa_method == "cohen" and 0.6 < (report.kappa or 0) < 1.0
+
+
+def test_errors_name_the_server_and_the_fix(studio: LabelStudio) -> None:
+    with LabelStudio(studio.url, "wrong-token") as bad:
+        with pytest.raises(LabelStudioError, match="LOOPLINE_LABEL_STUDIO_TOKEN"):
+            bad.whoami()
+    down = f"http://127.0.0.1:{free_port()}"
+    with LabelStudio(down, "x") as nobody:
+        with pytest.raises(LabelStudioUnavailable, match=down):
+            nobody.whoami()
+    project = studio.get_or_create_project("key-deleted", "deleted project", CONFIG_XML, 1)
+    studio.request("DELETE", f"/api/projects/{project.id}")
+    with pytest.raises(ProjectMissing, match=f"project {project.id} no longer exists"):
+        studio.progress(project.id)
+    with pytest.raises(LabelStudioError, match="label_config"):
+        studio.get_or_create_project("key-bad", "bad config project", "<View>", 1)
