@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from blocks.servers import BLOCK_NAME, LabelStudioServer
 from loopline.data.manifest import read_manifest
+from loopline.data.s3 import parse_s3_uri
 from loopline.data.splits import SplitFractions
 from loopline.data.store import open_store
 from loopline.errors import LabelStudioUnavailable
@@ -97,12 +98,38 @@ def prepare_project(dataset: DatasetRef, params: LabelParameters) -> Project:
             description=f"Dataset {dataset.version} ({dataset.manifest_uri})",
         )
         parse_label_config(project.label_config, params.task_type, params.labels)
-        if not dataset.data_root.startswith("s3://"):
-            studio.ensure_local_storage(project.id, f"{dataset.data_root}/images")
+        connect_data_root(studio, project.id, dataset.data_root)
     get_run_logger().info(
         "Label Studio project %s (%s)", project.id, "created" if project.created else "found"
     )
     return project
+
+
+def connect_data_root(studio: LabelStudio, project_id: int, data_root: str) -> None:
+    """Let Label Studio serve the images: Local Files storage, or S3 import storage for an S3 root."""
+    if not data_root.startswith("s3://"):
+        studio.ensure_local_storage(project_id, f"{data_root}/images")
+        return
+    settings = get_settings()
+    bucket, prefix = parse_s3_uri(data_root)
+    key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+    studio.ensure_s3_storage(
+        project_id,
+        bucket,
+        f"{prefix}/images".lstrip("/"),
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=key.get_secret_value() if key else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+    )
+
+
+def task_image(stored_uri: str, data_root: str) -> str:
+    """What a task's ``image`` field holds: the S3 URI itself, or a Local Files URL under the data root."""
+    if stored_uri.startswith("s3://"):
+        return stored_uri
+    relative = stored_uri[len(data_root) :].lstrip("/") if stored_uri.startswith(data_root) else stored_uri
+    return f"/data/local-files/?d={relative}"
 
 
 @task(
@@ -129,7 +156,7 @@ def import_round(
         tasks = [
             {
                 "data": {
-                    "image": f"/data/local-files/?d={_relative(r.stored_uri, dataset.data_root)}",
+                    "image": task_image(r.stored_uri, dataset.data_root),
                     "content_hash": r.content_hash,
                     "dataset_version": dataset.version,
                 }
@@ -140,10 +167,6 @@ def import_round(
             studio.import_tasks(project.id, tasks[start : start + batch_size])
     get_run_logger().info("Imported %d tasks (%d were already there)", len(tasks), len(present))
     return len(present) + len(tasks)
-
-
-def _relative(uri: str, root: str) -> str:
-    return uri[len(root) :].lstrip("/") if uri.startswith(root) else uri
 
 
 @task(name="wait-for-labels")

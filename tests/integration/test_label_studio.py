@@ -16,6 +16,8 @@ from loopline.services.credentials import label_studio_credentials
 from loopline.services.process import free_port
 from loopline.services.standalone import running_service
 from loopline.settings import Settings
+from tests.helpers import image_bytes
+from tests.integration.s3server import S3Server, s3_server
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
@@ -26,8 +28,15 @@ CONFIG = parse_label_config(CONFIG_XML, "classification")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabelStudio, Settings]]:
-    with running_service("label-studio", tmp_path_factory.mktemp("ls"), ROOT) as (spec, settings):
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with s3_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, s3: S3Server) -> Iterator[tuple[LabelStudio, Settings]]:
+    home = tmp_path_factory.mktemp("ls")
+    with running_service("label-studio", home, ROOT, s3_endpoint_url=s3.endpoint) as (spec, settings):
         token = label_studio_credentials(settings).token.get_secret_value()
         with LabelStudio(spec.url, token) as client:
             yield client, settings
@@ -125,3 +134,36 @@ def test_errors_name_the_server_and_the_fix(studio: LabelStudio) -> None:
         studio.progress(project.id)
     with pytest.raises(LabelStudioError, match="label_config"):
         studio.get_or_create_project("key-bad", "bad config project", "<View>", 1)
+
+
+def test_s3_import_storage_serves_images_from_an_s3_data_root(studio: LabelStudio, s3: S3Server) -> None:
+    data = image_bytes(7)
+    client = s3.client()
+    client.create_bucket(Bucket="lake")
+    client.put_object(Bucket="lake", Key="root/images/ab/x.png", Body=data)
+    project = studio.get_or_create_project("key-s3", "s3 project", CONFIG_XML, 1)
+    storage = studio.ensure_s3_storage(
+        project.id,
+        "lake",
+        "root/images",
+        endpoint_url=s3.endpoint,
+        region="us-east-1",
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
+    assert storage == studio.ensure_s3_storage(
+        project.id,
+        "lake",
+        "root/images",
+        endpoint_url=s3.endpoint,
+        region="us-east-1",
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
+    [task_id] = studio.import_tasks(
+        project.id, [{"data": {"image": "s3://lake/root/images/ab/x.png", "content_hash": "x"}}]
+    )
+    served = studio.request("GET", f"/api/tasks/{task_id}")["data"]["image"]
+    assert not served.startswith("s3://")  # Label Studio rewrote it to a URL it resolves itself
+    response = studio._client.get(served, follow_redirects=True)
+    assert response.status_code == 200 and response.content == data

@@ -164,6 +164,42 @@ class LabelStudio:
         )
         return int(body["id"])
 
+    def ensure_s3_storage(
+        self,
+        project_id: int,
+        bucket: str,
+        prefix: str,
+        *,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+    ) -> int:
+        """An S3 import storage for ``s3://bucket/prefix``: Label Studio then serves ``s3://`` task images
+        itself (``presign=False``: proxied, so the browser needs no access to the bucket)."""
+        existing = self.request("GET", "/api/storages/s3", params={"project": project_id})
+        for storage in existing or []:
+            if storage.get("bucket") == bucket and (storage.get("prefix") or "") == prefix:
+                return int(storage["id"])
+        body = self.request(
+            "POST",
+            "/api/storages/s3",
+            project_id=project_id,
+            json={
+                "project": project_id,
+                "title": "loopline data root",
+                "bucket": bucket,
+                "prefix": prefix,
+                "use_blob_urls": True,
+                "presign": False,
+                "s3_endpoint": endpoint_url or "",
+                "region_name": region,
+                "aws_access_key_id": access_key_id or "",
+                "aws_secret_access_key": secret_access_key or "",
+            },
+        )
+        return int(body["id"])
+
     def task_hashes(self, project_id: int) -> dict[str, int]:
         """``content_hash → task id`` for every task already in the project."""
         found: dict[str, int] = {}

@@ -23,6 +23,15 @@ from loopline.services.credentials import label_studio_credentials
 from loopline.services.process import ProcessSpec
 from loopline.settings import Settings
 
+# Label Studio refuses storage endpoints on reserved networks (SSRF protection). When the S3 endpoint is
+# on this machine (MinIO, moto), loopline lifts the ban for loopback only and keeps the rest of the list.
+SSRF_BANNED_EXCEPT_LOOPBACK = (
+    "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.0.2.0/24,"
+    "192.88.99.0/24,192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,203.0.113.0/24,224.0.0.0/4,"
+    "233.252.0.0/24,240.0.0.0/4,255.255.255.255/32,::/128,::ffff:0:0/96,64:ff9b::/96,100::/64,"
+    "2001:0000::/32,2001:20::/28,2001:db8::/32,2002::/16,fc00::/7,fe80::/10,ff00::/8"
+)
+
 WORK_POOL = "local"
 WORKER_NAME = "loopline-local-worker"
 
@@ -55,6 +64,16 @@ def prefect_env(settings: Settings) -> dict[str, str]:
         "LOOPLINE_HOME": str(settings.resolved_home),
         "LOOPLINE_PROJECT_ROOT": str(settings.resolved_project_root),
     }
+
+
+def _loopback_s3_env(settings: Settings) -> dict[str, str]:
+    host = httpx.URL(settings.s3_endpoint_url).host if settings.s3_endpoint_url else ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return {
+            "USE_DEFAULT_BANNED_SUBNETS": "false",
+            "USER_ADDITIONAL_BANNED_SUBNETS": SSRF_BANNED_EXCEPT_LOOPBACK,
+        }
+    return {}
 
 
 def _worker_online(settings: Settings) -> bool:
@@ -177,6 +196,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
                 "FRONTEND_SENTRY_DSN": "",
                 "LATEST_VERSION_CHECK": "false",
                 "COLLECT_ANALYTICS": "false",
+                **_loopback_s3_env(settings),
             },
             port=settings.label_studio_port,
             host=host,

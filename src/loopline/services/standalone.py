@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from loopline.services import process
 from loopline.services.platform import service_specs
@@ -16,14 +17,16 @@ from loopline.settings import Settings
 
 @contextmanager
 def running_service(
-    name: str, home: Path, project_root: Path | None = None
+    name: str, home: Path, project_root: Path | None = None, **overrides: Any
 ) -> Iterator[tuple[ProcessSpec, Settings]]:
+    """Run service ``name`` until the block exits; ``overrides`` are further Settings fields."""
     settings = Settings(
         home=home,
         project_root=project_root or Path(os.environ.get("LOOPLINE_PROJECT_ROOT", ".")),
         prefect_port=free_port(),
         mlflow_port=free_port(),
         label_studio_port=free_port(),
+        **overrides,
     )
     spec = next(s for s in service_specs(settings) if s.name == name)
     process.start(spec)
