@@ -142,24 +142,14 @@ def test_s3_import_storage_serves_images_from_an_s3_data_root(studio: LabelStudi
     client.create_bucket(Bucket="lake")
     client.put_object(Bucket="lake", Key="root/images/ab/x.png", Body=data)
     project = studio.get_or_create_project("key-s3", "s3 project", CONFIG_XML, 1)
-    storage = studio.ensure_s3_storage(
-        project.id,
-        "lake",
-        "root/images",
-        endpoint_url=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-    )
-    assert storage == studio.ensure_s3_storage(
-        project.id,
-        "lake",
-        "root/images",
-        endpoint_url=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-    )
+    connection = {
+        "endpoint_url": s3.endpoint,
+        "region": "us-east-1",
+        "access_key_id": s3.access_key,
+        "secret_access_key": s3.secret_key,
+    }
+    storage = studio.ensure_s3_storage(project.id, "lake", "root/images", **connection)
+    assert studio.ensure_s3_storage(project.id, "lake", "root/images", **connection) == storage
     [task_id] = studio.import_tasks(
         project.id, [{"data": {"image": "s3://lake/root/images/ab/x.png", "content_hash": "x"}}]
     )

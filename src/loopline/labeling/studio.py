@@ -8,6 +8,7 @@ Projects are found by a key written into their description, so get-or-create is 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,25 +201,30 @@ class LabelStudio:
         )
         return int(body["id"])
 
-    def task_hashes(self, project_id: int) -> dict[str, int]:
-        """``content_hash → task id`` for every task already in the project."""
-        found: dict[str, int] = {}
-        page = 1
+    def _tasks(self, project_id: int, fields: str) -> Iterator[dict[str, Any]]:
+        """Every task of the project, page by page."""
+        seen, page = 0, 1
         while True:
             body = self.request(
                 "GET",
                 "/api/tasks",
                 project_id=project_id,
-                params={"project": project_id, "page": page, "page_size": 500, "fields": "task_only"},
+                params={"project": project_id, "page": page, "page_size": 500, "fields": fields},
             )
-            tasks = body.get("tasks", [])
-            for task in tasks:
-                content_hash = (task.get("data") or {}).get("content_hash")
-                if content_hash:
-                    found[content_hash] = int(task["id"])
-            if not tasks or len(found) >= int(body.get("total", 0)) or len(tasks) < 500:
-                return found
+            batch = body.get("tasks", [])
+            yield from batch
+            seen += len(batch)
+            if not batch or seen >= int(body.get("total", 0)) or len(batch) < 500:
+                return
             page += 1
+
+    def task_hashes(self, project_id: int) -> dict[str, int]:
+        """``content_hash → task id`` for every task already in the project."""
+        return {
+            task["data"]["content_hash"]: int(task["id"])
+            for task in self._tasks(project_id, "task_only")
+            if (task.get("data") or {}).get("content_hash")
+        }
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """One bulk import call; returns the new task ids."""
@@ -256,21 +262,8 @@ class LabelStudio:
         return int(body["id"])
 
     def tasks_with_annotations(self, project_id: int) -> list[dict[str, Any]]:
-        """Every task with its annotations (``fields=all``), page by page."""
-        tasks: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            body = self.request(
-                "GET",
-                "/api/tasks",
-                project_id=project_id,
-                params={"project": project_id, "page": page, "page_size": 500, "fields": "all"},
-            )
-            batch = body.get("tasks", [])
-            tasks.extend(batch)
-            if not batch or len(tasks) >= int(body.get("total", 0)) or len(batch) < 500:
-                return tasks
-            page += 1
+        """Every task with its annotations and predictions."""
+        return list(self._tasks(project_id, "all"))
 
     def snapshot_export(
         self, project_id: int, title: str, timeout: float = 300.0
