@@ -49,3 +49,11 @@ class ProjectMissing(LabelStudioError):
 
 class ApprovalError(LooplineError):
     """An approval could not be sent: the run is not waiting, or the input does not fit."""
+
+
+class TrainingDataError(LooplineError):
+    """The labeled data cannot train a model (too few labels, a class missing from a split, …)."""
+
+
+class CheckpointError(LooplineError):
+    """A checkpoint cannot be read or does not fit the model."""

@@ -1,0 +1,227 @@
+"""The training core, in the style of torchvision's classification reference.
+
+``train_one_epoch`` and ``evaluate`` (under ``torch.inference_mode()``), AdamW or SGD, a cosine schedule
+after a linear warm-up, label smoothing, early stopping on validation accuracy, AMP and channels-last on
+CUDA, a deterministic mode, and a checkpoint every epoch that ``fit`` resumes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from loopline.training.checkpoint import load_checkpoint, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.05
+    warmup_epochs: int = 1
+    patience: int = 5  # epochs without a better validation accuracy before stopping
+    seed: int = 0
+    deterministic: bool = True
+    device: str = "cpu"
+    amp: bool = False  # only used on CUDA
+    channels_last: bool = False  # only used on CUDA
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+    data_wait_share: float  # share of the step time spent waiting for the loader
+
+
+@dataclass
+class FitResult:
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_accuracy: float = 0.0
+    stopped_early: bool = False
+    resumed_from: int | None = None
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def make_optimizer(model: Any, config: TrainConfig) -> Any:
+    import torch
+
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
+    """Per-step schedule: linear warm-up, then cosine decay to zero."""
+    import torch
+
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(total - 1, config.warmup_epochs * steps_per_epoch)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+    if warmup <= 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
+
+
+def train_one_epoch(
+    model: Any, criterion: Any, optimizer: Any, scheduler: Any, loader: Any, config: TrainConfig, scaler: Any
+) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, share of time spent waiting for data)."""
+    import torch
+
+    model.train()
+    use_amp = config.amp and config.device.startswith("cuda")
+    total_loss, count, waiting = 0.0, 0, 0.0
+    start = time.perf_counter()
+    fetched = start
+    for images, targets in loader:
+        waiting += time.perf_counter() - fetched
+        images, targets = (
+            images.to(config.device, non_blocking=True),
+            targets.to(config.device, non_blocking=True),
+        )
+        if config.channels_last and config.device.startswith("cuda"):
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            loss = criterion(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        total_loss += float(loss.detach()) * len(targets)
+        count += len(targets)
+        fetched = time.perf_counter()
+    elapsed = max(1e-9, time.perf_counter() - start)
+    return total_loss / max(1, count), waiting / elapsed
+
+
+def evaluate(model: Any, criterion: Any, loader: Any, device: str) -> tuple[float, float, Any]:
+    """(mean loss, accuracy, logits) over ``loader`` with no gradients."""
+    import torch
+
+    model.eval()
+    total_loss, correct, count, outputs = 0.0, 0, 0, []
+    with torch.inference_mode():
+        for images, targets in loader:
+            images, targets = images.to(device), targets.to(device)
+            logits = model(images)
+            total_loss += float(criterion(logits, targets)) * len(targets)
+            correct += int((logits.argmax(dim=1) == targets).sum())
+            count += len(targets)
+            outputs.append(logits.float().cpu())
+    return total_loss / max(1, count), correct / max(1, count), torch.cat(outputs) if outputs else None
+
+
+def fit(
+    model: Any,
+    train_loader: Any,
+    val_loader: Any,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train for ``config.epochs`` with a checkpoint per epoch, resuming from the last checkpoint.
+
+    ``stop_after`` ends the call after that many epochs in total (tests use it to simulate a crash).
+    The best model (by validation accuracy) is restored before returning.
+    """
+    import torch
+
+    seed_everything(config.seed, config.deterministic)
+    model.to(config.device)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(train_loader))
+    scaler = torch.amp.GradScaler("cuda") if config.amp and config.device.startswith("cuda") else None
+    result = FitResult()
+    best_state: dict[str, Any] | None = None
+    start_epoch = 0
+    state = load_checkpoint(checkpoint_dir)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        torch.set_rng_state(state["rng"])
+        random.setstate(state["py_rng"])
+        result = state["result"]
+        best_state = state["best_model"]
+        start_epoch = state["epoch"] + 1
+        result.resumed_from = state["epoch"]
+        logger.info("resuming after epoch %d from %s", state["epoch"], checkpoint_dir)
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        train_loss, wait_share = train_one_epoch(
+            model, criterion, optimizer, scheduler, train_loader, config, scaler
+        )
+        val_loss, val_accuracy, _ = evaluate(model, criterion, val_loader, config.device)
+        metrics = EpochMetrics(
+            epoch,
+            train_loss,
+            val_loss,
+            val_accuracy,
+            optimizer.param_groups[0]["lr"],
+            time.perf_counter() - started,
+            wait_share,
+        )
+        result.history.append(metrics)
+        if val_accuracy > result.best_val_accuracy or result.best_epoch < 0:
+            result.best_epoch, result.best_val_accuracy = epoch, val_accuracy
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if on_epoch:
+            on_epoch(metrics)
+        result.stopped_early = epoch - result.best_epoch >= config.patience
+        save_checkpoint(
+            checkpoint_dir,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "args": asdict(config),
+                "rng": torch.get_rng_state(),
+                "py_rng": random.getstate(),
+                "result": result,
+                "best_model": best_state,
+            },
+        )
+        if result.stopped_early or (stop_after is not None and epoch + 1 >= stop_after):
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
