@@ -7,6 +7,7 @@ CUDA, a deterministic mode, and a checkpoint every epoch that ``fit`` resumes fr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -112,7 +113,7 @@ def train_one_epoch(
         )
         if config.channels_last and config.device.startswith("cuda"):
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext():
             loss = criterion(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
