@@ -85,8 +85,9 @@ def main() -> None:
             times[side].append(time.perf_counter() - start)
     plain, core, full = (n / min(times[k]) for k in ("plain", "step", "fit"))
     threads = torch.get_num_threads()
+    print(f"{len(train)} images x {args.epochs} epochs, batch {args.batch_size}, {threads} threads")
     print(
-        f"{len(train)} images x {args.epochs} epochs, batch {args.batch_size}, {threads} threads, best of {args.repeats}"
+        f"best of {args.repeats} runs per side, order rotated (wall time on a shared VM: expect +-10% noise)"
     )
     print(f"minimal torch loop:    {plain:8.0f} images/s")
     print(f"core train_one_epoch:  {core:8.0f} images/s  ratio {core / plain:.3f} (target >= 0.95)")
