@@ -1,0 +1,213 @@
+"""Train a model from a labeled manifest, fully tracked in MLflow.
+
+One parent run per training: dataset lineage as params/tags, one nested run per Optuna trial, then the
+best trial's model evaluated on the frozen test split, exported to ONNX (parity checked and logged as a
+metric), and logged with its curves, confusion matrix, per-class metrics, class mapping and state dict.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loopline.labeling.labeled import LabeledRow
+from loopline.training.data import ClassMapping, LabeledImages, build_transform, check_labeled_rows
+from loopline.training.hpo import Pruner, StudyResult, run_study
+from loopline.training.models import INPUT_SIZES, build_model
+from loopline.training.onnx_export import export_onnx, onnx_parity
+from loopline.training.plots import confusion_matrix, per_class_metrics, plot_confusion, plot_curves
+from loopline.training.search import SearchSpace
+
+ONNX_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    labeled_version: str
+    dataset_version: str
+    tracking_uri: str
+    experiment: str
+    storage: str  # Optuna RDB URL
+    workdir: Path
+    space: SearchSpace
+    epochs: int = 8
+    n_trials: int = 4
+    pruner: Pruner = "median"
+    seed: int = 0
+    device: str = "cpu"
+    lineage: dict[str, str] | None = None  # extra tags (export id, flow run id, …)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_id: str
+    study_name: str
+    best_trial: int
+    best_params: dict[str, Any]
+    val_accuracy: float
+    test_accuracy: float
+    onnx_max_abs_diff: float
+    labels: tuple[str, ...]
+    trials: list[dict[str, Any]]
+
+
+def _loader_factory(rows: list[LabeledRow], mapping: ClassMapping) -> Any:
+    import torch
+
+    cache: dict[tuple[int, str], Any] = {}
+
+    def make(size: int, batch_size: int, split: str) -> Any:
+        key = (size, split)
+        if key not in cache:
+            cache[key] = LabeledImages(
+                [r for r in rows if r.split == split], mapping, build_transform(size, train=split == "train")
+            )
+        return torch.utils.data.DataLoader(cache[key], batch_size=batch_size, shuffle=split == "train")
+
+    return make
+
+
+def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutcome:
+    import mlflow
+    import torch
+
+    mapping = check_labeled_rows(rows)
+    loaders = _loader_factory(rows, mapping)
+    study_name = f"loopline-{request.labeled_version}"
+    mlflow.set_tracking_uri(request.tracking_uri)
+    mlflow.set_experiment(request.experiment)
+    with mlflow.start_run(run_name=f"train {request.labeled_version[:8]}") as parent:
+        mlflow.log_params(
+            {
+                "labeled_version": request.labeled_version,
+                "dataset_version": request.dataset_version,
+                "epochs": request.epochs,
+                "n_trials": request.n_trials,
+                "pruner": request.pruner,
+                "seed": request.seed,
+                "search_space": request.space.model_dump_json(),
+            }
+        )
+        mlflow.set_tags(
+            {
+                "device": request.device,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "optuna.study": study_name,
+                **(request.lineage or {}),
+            }
+        )
+        study = run_study(
+            loaders=loaders,
+            mapping=mapping,
+            space=request.space,
+            epochs=request.epochs,
+            n_trials=request.n_trials,
+            storage=request.storage,
+            study_name=study_name,
+            workdir=request.workdir,
+            pruner=request.pruner,
+            seed=request.seed,
+            device=request.device,
+        )
+        outcome = _evaluate_and_log(study, rows, mapping, loaders, request, parent.info.run_id)
+    return outcome
+
+
+def _evaluate_and_log(
+    study: StudyResult,
+    rows: list[LabeledRow],
+    mapping: ClassMapping,
+    loaders: Any,
+    request: TrainRequest,
+    run_id: str,
+) -> TrainOutcome:
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    import onnxruntime
+    import torch
+
+    params = study.best_params
+    model = build_model(params["model"], len(mapping.labels))
+    model.load_state_dict(
+        torch.load(request.workdir / f"trial-{study.best_number}" / "best.pt", weights_only=True)
+    )
+    model.eval()
+    size = INPUT_SIZES[params["model"]]
+    test_loader = loaders(size, 256, "test")
+    logits, targets = [], []
+    with torch.inference_mode():
+        for images, batch_targets in test_loader:
+            logits.append(model(images))
+            targets.append(batch_targets)
+    predicted = torch.cat(logits).argmax(1).numpy()
+    truth = torch.cat(targets).numpy()
+    test_accuracy = float((predicted == truth).mean())
+    matrix = confusion_matrix(truth, predicted, len(mapping.labels))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        onnx_path = export_onnx(model, size, folder / "model.onnx")
+        parity = onnx_parity(model, onnx_path, [images for images, _ in test_loader])
+        if study.best_history:
+            plot_curves(study.best_history, folder / "learning_curves.png")
+        plot_confusion(matrix, mapping.labels, folder / "confusion_matrix.png")
+        (folder / "per_class_metrics.json").write_text(
+            json.dumps(per_class_metrics(matrix, mapping.labels), indent=1)
+        )
+        (folder / "class_mapping.json").write_text(
+            json.dumps({"labels": list(mapping.labels), "input_size": size})
+        )
+        (folder / "trials.json").write_text(json.dumps([asdict(t) for t in study.trials], indent=1))
+        torch.save(
+            {"model": model.state_dict(), "params": params, "labels": list(mapping.labels)},
+            folder / "state_dict.pt",
+        )
+        for name in (
+            "learning_curves.png",
+            "confusion_matrix.png",
+            "per_class_metrics.json",
+            "class_mapping.json",
+            "trials.json",
+            "state_dict.pt",
+        ):
+            if (folder / name).exists():
+                mlflow.log_artifact(str(folder / name))
+        mlflow.log_params({f"best.{k}": v for k, v in params.items()} | {"best.trial": study.best_number})
+        mlflow.log_metrics(
+            {
+                "best_val_accuracy": study.best_value,
+                "test_accuracy": test_accuracy,
+                "onnx_max_abs_diff": parity.max_abs_diff,
+                "onnx_top1_agreement": parity.top1_agreement,
+                "onnx_parity_ok": float(parity.max_abs_diff <= ONNX_TOLERANCE),
+            }
+        )
+        example = np.zeros((1, 3, size, size), dtype=np.float32)
+        mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            input_example=example,
+            pip_requirements=[
+                f"onnxruntime=={onnxruntime.__version__}",
+                f"onnx=={onnx.__version__}",
+                f"numpy=={np.__version__}",
+            ],
+        )
+    return TrainOutcome(
+        run_id=run_id,
+        study_name=study.study_name,
+        best_trial=study.best_number,
+        best_params=params,
+        val_accuracy=study.best_value,
+        test_accuracy=test_accuracy,
+        onnx_max_abs_diff=parity.max_abs_diff,
+        labels=mapping.labels,
+        trials=[asdict(t) for t in study.trials],
+    )

@@ -1,0 +1,83 @@
+"""Training with Optuna and MLflow against a real MLflow server: nested trial runs, resumed studies,
+the best model's test metrics, curves, confusion matrix and an ONNX model with a parity metric."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loopline.data.demo import png_bytes, render_digit
+from loopline.data.splits import SplitFractions, stratified_split
+from loopline.labeling.labeled import LabeledRow
+from loopline.services.standalone import running_service
+from loopline.training.search import FloatRange, SearchSpace
+from loopline.training.train import TrainRequest, train_and_track
+from tests.platform import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
+        yield spec.url
+
+
+def digit_rows(folder: Path, n: int = 500) -> list[LabeledRow]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder.mkdir(parents=True)
+    labels = [str(t) for t in digits.target[:n]]
+    splits = stratified_split([(f"h{i}", labels[i]) for i in range(n)], SplitFractions(0.15, 0.15))
+    rows = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        path.write_bytes(png_bytes(render_digit(digits.images[i], 32)))
+        rows.append(LabeledRow(f"h{i}", str(path), labels[i], splits[f"h{i}"], "dv", 1, 2, i, ()))
+    return rows
+
+
+def test_hpo_is_tracked_and_resumable(tracking_uri: str, tmp_path: Path) -> None:
+    import mlflow
+
+    rows = digit_rows(tmp_path / "images")
+    space = SearchSpace(lr=FloatRange(low=1e-3, high=1e-2, log=True), batch_sizes=[32], optimizers=["adamw"])
+    request = TrainRequest(
+        labeled_version="lv1",
+        dataset_version="dv",
+        tracking_uri=tracking_uri,
+        experiment="test-train",
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        workdir=tmp_path / "work",
+        space=space,
+        epochs=3,
+        n_trials=3,
+        lineage={"label_studio.export_id": "2"},
+    )
+    outcome = train_and_track(rows, request)
+    assert outcome.test_accuracy > 0.3 and outcome.onnx_max_abs_diff < 1e-3  # chance is 0.1
+    assert len(outcome.trials) == 3
+
+    client = mlflow.MlflowClient(tracking_uri)
+    parent = client.get_run(outcome.run_id)
+    assert parent.data.params["labeled_version"] == "lv1"
+    assert parent.data.tags["label_studio.export_id"] == "2"
+    assert parent.data.metrics["onnx_parity_ok"] == 1.0
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {
+        "confusion_matrix.png",
+        "learning_curves.png",
+        "per_class_metrics.json",
+        "class_mapping.json",
+    } <= artifacts
+    experiment = client.get_experiment_by_name("test-train")
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{outcome.run_id}'")
+    assert len(children) == 3
+    assert {c.data.tags["optuna.state"] for c in children} <= {"complete", "pruned"}
+    assert all("val_accuracy" in c.data.metrics for c in children)
+    model = mlflow.pyfunc.load_model(f"runs:/{outcome.run_id}/model")
+    assert model.metadata.flavors.get("onnx") is not None
+
+    again = train_and_track(rows, TrainRequest(**{**request.__dict__, "n_trials": 4}))
+    assert len(again.trials) == 4  # the study resumed: one new trial, not four
