@@ -60,6 +60,7 @@ class LabelParameters(BaseModel):
 class LabeledDatasetRef(BaseModel):
     version: str
     manifest_uri: str
+    data_root: str
     dataset_version: str
     project_id: int
     export_id: int
@@ -251,6 +252,7 @@ def write_labeled(
     return LabeledDatasetRef(
         version=version,
         manifest_uri=uri,
+        data_root=dataset.data_root,
         dataset_version=dataset.version,
         project_id=project.id,
         export_id=export_id,

@@ -86,9 +86,13 @@ def deploy() -> None:
         "deploy",
         "--all",
     ]
-    result = subprocess.run(
-        command, cwd=settings.resolved_project_root, env={**os.environ, **prefect_env(settings)}
-    )
+    env = {
+        "LOOPLINE_TRAIN_IMAGE": "loopline-train:latest",  # the image of the k8s-gpu training deployment
+        **os.environ,
+        **prefect_env(settings),
+        "LOOPLINE_DATA_ROOT": settings.resolved_data_root,
+    }
+    result = subprocess.run(command, cwd=settings.resolved_project_root, env=env)
     raise typer.Exit(code=result.returncode)
 
 

@@ -33,7 +33,7 @@ def test_up_status_down(tmp_path: Path) -> None:
 
         api = env["PREFECT_API_URL"]
         pools = httpx.post(f"{api}/work_pools/filter", json={}).json()
-        assert "local" in {p["name"] for p in pools}
+        assert {("local", "process"), ("k8s-gpu", "kubernetes")} <= {(p["name"], p["type"]) for p in pools}
         blocks = httpx.post(f"{api}/block_documents/filter", json={}).json()
         assert {"loopline"} == {b["name"] for b in blocks}
         assert len(blocks) == 3

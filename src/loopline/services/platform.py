@@ -7,6 +7,7 @@ service's URL and health.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ SSRF_BANNED_EXCEPT_LOOPBACK = (
 )
 
 WORK_POOL = "local"
+GPU_POOL = "k8s-gpu"
 WORKER_NAME = "loopline-local-worker"
 
 State = Literal["healthy", "unhealthy", "stopped"]
@@ -205,17 +207,32 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
     ]
 
 
-def ensure_work_pool(settings: Settings) -> None:
-    """Create the process work pool ``local`` unless it exists."""
-    response = httpx.post(
-        f"{settings.resolved_prefect_api_url}/work_pools/",
-        json={"name": WORK_POOL, "type": "process", "description": "loopline local process pool"},
-        timeout=10.0,
-    )
-    if response.status_code not in (200, 201, 409):
-        raise ServiceError(
-            f"Could not create the work pool {WORK_POOL!r}: {response.status_code} {response.text}"
-        )
+def ensure_work_pools(settings: Settings) -> None:
+    """The process pool ``local`` (served by the local worker) and the ``k8s-gpu`` Kubernetes pool with
+    loopline's GPU job template (served by a Kubernetes worker on a cluster; idle locally)."""
+    api = settings.resolved_prefect_api_url
+    template_path = settings.resolved_project_root / "deployments" / "k8s-gpu" / "base-job-template.json"
+    pools = [
+        {"name": WORK_POOL, "type": "process", "description": "loopline local process pool"},
+        {
+            "name": GPU_POOL,
+            "type": "kubernetes",
+            "description": "loopline GPU training on Kubernetes",
+            "base_job_template": json.loads(template_path.read_text()),
+        },
+    ]
+    for pool in pools:
+        response = httpx.post(f"{api}/work_pools/", json=pool, timeout=10.0)
+        if response.status_code == 409 and "base_job_template" in pool:  # keep the template current
+            response = httpx.patch(
+                f"{api}/work_pools/{pool['name']}",
+                json={"base_job_template": pool["base_job_template"]},
+                timeout=10.0,
+            )
+        if response.status_code not in (200, 201, 204, 409):
+            raise ServiceError(
+                f"Could not create the work pool {pool['name']!r}: {response.status_code} {response.text}"
+            )
 
 
 def register_blocks(settings: Settings) -> None:
@@ -254,7 +271,7 @@ def up(settings: Settings) -> list[ServiceStatus]:
     launched = {name: process.launch(specs[name]) for name in servers}
     try:
         process.wait_healthy(specs["prefect-server"], launched["prefect-server"][0])
-        ensure_work_pool(settings)
+        ensure_work_pools(settings)
         register_blocks(settings)
         launched["prefect-worker"] = process.launch(specs["prefect-worker"])
         for name in ("prefect-worker", "mlflow", "label-studio"):

@@ -1,0 +1,115 @@
+"""Train tasks: HPO + training + tracking on a labeled manifest, then the trials table and run link."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+from pydantic import BaseModel, Field
+
+from blocks.servers import BLOCK_NAME, MLflowServer
+from loopline.data.store import open_store
+from loopline.labeling.labeled import read_labeled_manifest
+from loopline.settings import get_settings
+from loopline.training.report import render_best_trial, trial_rows
+from loopline.training.search import SearchSpace
+from loopline.training.train import TrainRequest, train_and_track
+from tasks.label import LabeledDatasetRef
+
+
+class TrainParameters(BaseModel):
+    """How to train (rendered as a form in the Prefect UI)."""
+
+    epochs: int = Field(default=8, ge=1, description="Epochs per trial (early stopping may end sooner).")
+    n_trials: int = Field(default=4, ge=1, description="Optuna trials in the study (a rerun continues it).")
+    pruner: Literal["median", "hyperband", "none"] = Field(default="median")
+    search_space: SearchSpace = Field(default_factory=SearchSpace)
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available.")
+    experiment: str = Field(default="loopline", description="MLflow experiment.")
+    optuna_storage: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite in LOOPLINE_HOME."
+    )
+    seed: int = 0
+
+
+class TrainedModelRef(BaseModel):
+    run_id: str
+    tracking_uri: str
+    test_accuracy: float
+    val_accuracy: float
+    onnx_max_abs_diff: float
+    labels: list[str]
+    labeled_version: str
+
+
+def detect_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+def tracking_uri() -> str:
+    try:
+        server = MLflowServer.load(BLOCK_NAME)
+        assert isinstance(server, MLflowServer)
+        return server.tracking_uri
+    except ValueError:  # no block saved: fall back to the settings
+        return get_settings().resolved_mlflow_tracking_uri
+
+
+@task(name="train-model")
+def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedModelRef:
+    """Run the study and track everything; no retries (Optuna owns failed trials)."""
+    logger = get_run_logger()
+    settings = get_settings()
+    rows = read_labeled_manifest(open_store(labels.data_root, settings), labels.version)
+    work = settings.resolved_home / "training" / labels.version
+    context = FlowRunContext.get()
+    lineage = {
+        "dataset_version": labels.dataset_version,
+        "label_studio.project_id": str(labels.project_id),
+        "label_studio.export_id": str(labels.export_id),
+        "labels.kappa": "" if labels.kappa is None else f"{labels.kappa:.4f}",
+        "prefect.flow_run_id": str(context.flow_run.id) if context and context.flow_run else "",
+    }
+    uri = tracking_uri()
+    request = TrainRequest(
+        labeled_version=labels.version,
+        dataset_version=labels.dataset_version,
+        tracking_uri=uri,
+        experiment=params.experiment,
+        storage=params.optuna_storage or f"sqlite:///{settings.resolved_home / 'optuna.db'}",
+        workdir=Path(work),
+        space=params.search_space,
+        epochs=params.epochs,
+        n_trials=params.n_trials,
+        pruner=params.pruner,
+        seed=params.seed,
+        device=detect_device(params.device),
+        lineage=lineage,
+    )
+    outcome = train_and_track(rows, request)
+    logger.info(
+        "Best trial %d: val %.3f, test %.3f", outcome.best_trial, outcome.val_accuracy, outcome.test_accuracy
+    )
+    create_table_artifact(table=trial_rows(outcome), key="train-trials", description="Optuna trials")
+    create_markdown_artifact(markdown=render_best_trial(outcome), key="train-best-trial")
+    create_link_artifact(
+        link=f"{uri}/#/experiments/0/runs/{outcome.run_id}",
+        key="train-mlflow-run",
+        link_text=f"MLflow run {outcome.run_id}",
+    )
+    return TrainedModelRef(
+        run_id=outcome.run_id,
+        tracking_uri=uri,
+        test_accuracy=outcome.test_accuracy,
+        val_accuracy=outcome.val_accuracy,
+        onnx_max_abs_diff=outcome.onnx_max_abs_diff,
+        labels=list(outcome.labels),
+        labeled_version=labels.version,
+    )
