@@ -5,4 +5,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; .venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfE "$@"
+echo "== pytest"; .venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfE --durations=8 "$@"
