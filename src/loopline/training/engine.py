@@ -59,6 +59,31 @@ class FitResult:
     resumed_from: int | None = None
 
 
+def distributed() -> bool:
+    """True inside an initialised torch.distributed process group (torchrun)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not distributed() or dist.get_rank() == 0
+
+
+def all_reduce_sums(values: list[float], device: str) -> list[float]:
+    """Sum ``values`` over every rank (identity outside DDP)."""
+    if not distributed():
+        return values
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return [float(v) for v in tensor.tolist()]
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     import numpy as np
     import torch
@@ -128,7 +153,8 @@ def train_one_epoch(
         count += len(targets)
         fetched = time.perf_counter()
     elapsed = max(1e-9, time.perf_counter() - start)
-    return total_loss / max(1, count), waiting / elapsed
+    loss_sum, seen = all_reduce_sums([total_loss, float(count)], config.device)
+    return loss_sum / max(1.0, seen), waiting / elapsed
 
 
 def evaluate(model: Any, criterion: Any, loader: Any, device: str) -> tuple[float, float, Any]:
@@ -145,7 +171,8 @@ def evaluate(model: Any, criterion: Any, loader: Any, device: str) -> tuple[floa
             correct += int((logits.argmax(dim=1) == targets).sum())
             count += len(targets)
             outputs.append(logits.float().cpu())
-    return total_loss / max(1, count), correct / max(1, count), torch.cat(outputs) if outputs else None
+    loss_sum, right, seen = all_reduce_sums([total_loss, float(correct), float(count)], device)
+    return loss_sum / max(1.0, seen), right / max(1.0, seen), torch.cat(outputs) if outputs else None
 
 
 def fit(
@@ -166,8 +193,12 @@ def fit(
 
     seed_everything(config.seed, config.deterministic)
     model.to(config.device)
+    net = model  # what trains: the model itself, or its DistributedDataParallel wrapper under torchrun
+    if distributed():
+        devices = [torch.device(config.device).index] if config.device.startswith("cuda") else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=devices)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(net, config)
     scheduler = make_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if config.amp and config.device.startswith("cuda") else None
     result = FitResult()
@@ -187,8 +218,10 @@ def fit(
         logger.info("resuming after epoch %d from %s", state["epoch"], checkpoint_dir)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
+        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
+            train_loader.sampler.set_epoch(epoch)
         train_loss, wait_share = train_one_epoch(
-            model, criterion, optimizer, scheduler, train_loader, config, scaler
+            net, criterion, optimizer, scheduler, train_loader, config, scaler
         )
         val_loss, val_accuracy, _ = evaluate(model, criterion, val_loader, config.device)
         metrics = EpochMetrics(
@@ -204,23 +237,24 @@ def fit(
         if val_accuracy > result.best_val_accuracy or result.best_epoch < 0:
             result.best_epoch, result.best_val_accuracy = epoch, val_accuracy
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if on_epoch:
+        if on_epoch and is_main_process():
             on_epoch(metrics)
         result.stopped_early = epoch - result.best_epoch >= config.patience
-        save_checkpoint(
-            checkpoint_dir,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "args": asdict(config),
-                "rng": torch.get_rng_state(),
-                "py_rng": random.getstate(),
-                "result": result,
-                "best_model": best_state,
-            },
-        )
+        if is_main_process():
+            save_checkpoint(
+                checkpoint_dir,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "args": asdict(config),
+                    "rng": torch.get_rng_state(),
+                    "py_rng": random.getstate(),
+                    "result": result,
+                    "best_model": best_state,
+                },
+            )
         if result.stopped_early or (stop_after is not None and epoch + 1 >= stop_after):
             break
     if best_state is not None:
