@@ -1,0 +1,113 @@
+"""HPO with pruning against without: epochs of compute to get within 0.5 accuracy points of the best.
+
+Both studies use the same data (the digits, labels from the dataset, 15% val), TPE sampler and seed, the
+same search space and number of trials; one prunes (median, per-epoch validation accuracy), the other
+does not. For each, trials are replayed in order and epochs summed until the running best reaches the
+overall best minus 0.5 points. Prints both and the ratio (target <= 0.5).
+Run: .venv/bin/python benchmarks/hpo_pruning.py [--trials 12] [--epochs 6] [--images 900]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loopline.data.demo import png_bytes, render_digit
+from loopline.data.splits import SplitFractions, stratified_split
+from loopline.labeling.labeled import LabeledRow
+from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
+from loopline.training.hpo import Pruner, StudyResult, run_study
+from loopline.training.search import FloatRange, SearchSpace
+
+
+def digit_rows(folder: Path, n: int) -> list[LabeledRow]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    labels = [str(t) for t in digits.target[:n]]
+    splits = stratified_split([(f"h{i}", labels[i]) for i in range(n)], SplitFractions(0.15, 0.15))
+    rows = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        path.write_bytes(png_bytes(render_digit(digits.images[i], 32)))
+        rows.append(LabeledRow(f"h{i}", str(path), labels[i], splits[f"h{i}"], "bench", 0, 0, i, ()))
+    return rows
+
+
+def study(rows: list[LabeledRow], pruner: Pruner, args: argparse.Namespace, tmp: Path) -> StudyResult:
+    mapping = check_labeled_rows(rows)
+    cache: dict[str, Any] = {}
+
+    def loaders(size: int, batch_size: int, split: str) -> Any:
+        if split not in cache:
+            chosen = [r for r in rows if r.split == split]
+            cache[split] = LabeledImages(chosen, mapping, build_transform(size, train=split == "train"))
+        return torch.utils.data.DataLoader(cache[split], batch_size=batch_size, shuffle=split == "train")
+
+    space = SearchSpace(
+        lr=FloatRange(low=1e-4, high=3e-2, log=True), batch_sizes=[32, 64], optimizers=["adamw", "sgd"]
+    )
+    return run_study(
+        loaders=loaders,
+        mapping=mapping,
+        space=space,
+        epochs=args.epochs,
+        n_trials=args.trials,
+        storage=f"sqlite:///{tmp / f'{pruner}.db'}",
+        study_name=f"bench-{pruner}",
+        workdir=tmp / pruner,
+        pruner=pruner,
+        seed=args.seed,
+        log_to_mlflow=False,
+    )
+
+
+def epochs_to_reach(result: StudyResult, target: float) -> int | None:
+    spent, best = 0, float("-inf")
+    for trial in sorted(result.trials, key=lambda t: t.number):
+        spent += trial.epochs
+        if trial.value is not None and trial.state == "complete":
+            best = max(best, trial.value)
+        if best >= target:
+            return spent
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--images", type=int, default=900)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        (tmp / "images").mkdir()
+        rows = digit_rows(tmp / "images", args.images)
+        results = {p: study(rows, p, args, tmp) for p in ("median", "none")}
+    best = max(r.best_value for r in results.values())
+    target = best - 0.005
+    print(f"{args.trials} trials x up to {args.epochs} epochs, {args.images} images; best val {best:.4f}")
+    spent = {}
+    for pruner, result in results.items():
+        total = sum(t.epochs for t in result.trials)
+        pruned = sum(t.state == "pruned" for t in result.trials)
+        spent[pruner] = epochs_to_reach(result, target)
+        print(
+            f"pruner={pruner:<6} best {result.best_value:.4f}  epochs run {total:3d} ({pruned} pruned)  "
+            f"epochs to within 0.5 pt of {best:.4f}: {spent[pruner]}"
+        )
+    if spent["median"] and spent["none"]:
+        print(
+            f"ratio pruned / unpruned epochs to target: {spent['median'] / spent['none']:.2f} (target <= 0.5)"
+        )
+    else:
+        print("one study never came within 0.5 points of the best: no ratio (run more trials)")
+
+
+if __name__ == "__main__":
+    main()
