@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,7 +53,12 @@ def send_decision(
             f"{state.get('name', 'unknown')}. Nothing was sent. `loopline approve --list` shows waiting runs."
         )
     run_input = {"decision": decision, "comment": comment, "reviewer": reviewer}
-    result = httpx.post(f"{api_url}/flow_runs/{run_id}/resume", json={"run_input": run_input}, timeout=30)
+    # A Prefect server on SQLite answers 5xx ("database is locked") under load: retry those with back-off.
+    for delay in (1, 2, 4, 8, 0):
+        result = httpx.post(f"{api_url}/flow_runs/{run_id}/resume", json={"run_input": run_input}, timeout=30)
+        if result.status_code < 500 or not delay:
+            break
+        time.sleep(delay)
     if result.status_code >= 400:
         raise ApprovalError(
             f"Prefect refused the decision for {run_id} ({result.status_code}): {result.text[:400]}"
