@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from loopline.data.demo import png_bytes, render_digit
-from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.demo import labeled_digit_rows
+from loopline.data.store import LocalStore
 from loopline.labeling.labeled import LabeledRow
 from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
 from loopline.training.hpo import Pruner, StudyResult, run_study
@@ -25,17 +25,7 @@ from loopline.training.search import FloatRange, SearchSpace
 
 
 def digit_rows(folder: Path, n: int) -> list[LabeledRow]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    labels = [str(t) for t in digits.target[:n]]
-    splits = stratified_split([(f"h{i}", labels[i]) for i in range(n)], SplitFractions(0.15, 0.15))
-    rows = []
-    for i in range(n):
-        path = folder / f"{i}.png"
-        path.write_bytes(png_bytes(render_digit(digits.images[i], 32)))
-        rows.append(LabeledRow(f"h{i}", str(path), labels[i], splits[f"h{i}"], "bench", 0, 0, i, ()))
-    return rows
+    return labeled_digit_rows(LocalStore(folder), n)
 
 
 def study(rows: list[LabeledRow], pruner: Pruner, args: argparse.Namespace, tmp: Path) -> StudyResult:

@@ -14,6 +14,7 @@ from blocks.servers import BLOCK_NAME, MLflowServer
 from loopline.data.store import open_store
 from loopline.labeling.labeled import read_labeled_manifest
 from loopline.settings import get_settings
+from loopline.training.hpo import Heartbeat
 from loopline.training.report import render_best_trial, trial_rows
 from loopline.training.search import SearchSpace
 from loopline.training.train import TrainRequest, train_and_track
@@ -33,6 +34,11 @@ class TrainParameters(BaseModel):
         default=None, description="SQLAlchemy URL; default: SQLite in LOOPLINE_HOME."
     )
     seed: int = 0
+    trial_grace_seconds: int = Field(
+        default=60,
+        ge=2,
+        description="A trial silent this long (its process died) is retried, resuming from its checkpoint.",
+    )
 
 
 class TrainedModelRef(BaseModel):
@@ -92,6 +98,9 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         seed=params.seed,
         device=detect_device(params.device),
         lineage=lineage,
+        heartbeat=Heartbeat(
+            interval=max(1, params.trial_grace_seconds // 4), grace=params.trial_grace_seconds
+        ),
     )
     outcome = train_and_track(rows, request)
     logger.info(

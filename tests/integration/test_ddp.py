@@ -7,28 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from loopline.data.demo import png_bytes, render_digit
-from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.demo import labeled_digit_rows
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import LabeledRow, write_labeled_manifest
+from loopline.labeling.labeled import write_labeled_manifest
 from loopline.services.process import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_two_processes_train_one_model(tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
     store = LocalStore(tmp_path / "data")
-    n = 300
-    labels = [str(t) for t in digits.target[:n]]
-    splits = stratified_split([(f"h{i}", labels[i]) for i in range(n)], SplitFractions(0.15, 0.15))
-    rows = []
-    for i in range(n):
-        key = f"images/{i}.png"
-        store.put_bytes(key, png_bytes(render_digit(digits.images[i], 32)))
-        rows.append(LabeledRow(f"h{i}", store.uri(key), labels[i], splits[f"h{i}"], "dv", 0, 0, i, ()))
+    rows = labeled_digit_rows(store, 300, dataset_version="dv")
     version, _ = write_labeled_manifest(store, rows)
     out = tmp_path / "out"
     out.mkdir()

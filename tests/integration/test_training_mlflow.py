@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from loopline.data.demo import png_bytes, render_digit
-from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.demo import labeled_digit_rows
+from loopline.data.store import LocalStore
 from loopline.labeling.labeled import LabeledRow
 from loopline.services.standalone import running_service
 from loopline.training.search import FloatRange, SearchSpace
@@ -24,18 +24,7 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def digit_rows(folder: Path, n: int = 500) -> list[LabeledRow]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    folder.mkdir(parents=True)
-    labels = [str(t) for t in digits.target[:n]]
-    splits = stratified_split([(f"h{i}", labels[i]) for i in range(n)], SplitFractions(0.15, 0.15))
-    rows = []
-    for i in range(n):
-        path = folder / f"{i}.png"
-        path.write_bytes(png_bytes(render_digit(digits.images[i], 32)))
-        rows.append(LabeledRow(f"h{i}", str(path), labels[i], splits[f"h{i}"], "dv", 1, 2, i, ()))
-    return rows
+    return labeled_digit_rows(LocalStore(folder), n, dataset_version="dv")
 
 
 def test_hpo_is_tracked_and_resumable(tracking_uri: str, tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loopline.data.demo import png_bytes, render_digit
-from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.demo import labeled_digit_rows
+from loopline.data.store import LocalStore
 from loopline.errors import CheckpointError, TrainingDataError
 from loopline.labeling.labeled import LabeledRow
 from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
@@ -18,18 +18,8 @@ pytestmark = pytest.mark.unit
 torch = pytest.importorskip("torch")
 
 
-def digit_rows(tmp_path: Path, n: int = 400) -> list[LabeledRow]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    splits = stratified_split([(f"h{i}", str(digits.target[i])) for i in range(n)], SplitFractions(0.1, 0.1))
-    rows = []
-    for i in range(n):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(png_bytes(render_digit(digits.images[i], 32)))
-        rows.append(LabeledRow(f"h{i}", str(path), str(digits.target[i]), splits[f"h{i}"], "v", 1, 1, i, ()))
-    return rows
+def digit_rows(folder: Path, n: int = 400) -> list[LabeledRow]:
+    return labeled_digit_rows(LocalStore(folder), n, val=0.1, test=0.1)
 
 
 def loaders(rows: list[LabeledRow], batch_size: int = 32):  # type: ignore[no-untyped-def]

@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.store import DataStore
+from loopline.labeling.labeled import LabeledRow
+
 GROUND_TRUTH_FILE = "ground_truth.json"
 
 
@@ -84,3 +88,23 @@ def _plant_problems(
         (folder / f"scan-retake-{k}.jpg").write_bytes(buffer.getvalue())
         truth[hashlib.sha256(buffer.getvalue()).hexdigest()] = int(targets[k])
     return {"corrupt or unusable": 5, "exact duplicates": 2, "near duplicates": 3}
+
+
+def labeled_digit_rows(
+    store: DataStore, n: int, val: float = 0.15, test: float = 0.15, dataset_version: str = "digits"
+) -> list[LabeledRow]:
+    """The first ``n`` digits written to ``store`` as labeled rows with a stratified split, labels taken
+    from the dataset itself: ready-made training data for tests and benchmarks (no people involved)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    labels = [str(t) for t in digits.target[:n]]
+    splits = stratified_split([(f"h{i}", labels[i]) for i in range(n)], SplitFractions(val, test))
+    rows = []
+    for i in range(n):
+        key = f"images/{i}.png"
+        store.put_bytes(key, png_bytes(render_digit(digits.images[i], 32)))
+        rows.append(
+            LabeledRow(f"h{i}", store.uri(key), labels[i], splits[f"h{i}"], dataset_version, 0, 0, i, ())
+        )
+    return rows

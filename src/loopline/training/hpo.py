@@ -1,14 +1,24 @@
 """Train with Optuna: TPE sampling, median or Hyperband pruning on per-epoch validation accuracy, an RDB
-study that several workers can share and a rerun resumes, and every trial a nested MLflow run."""
+study that several workers can share and a rerun resumes, and every trial a nested MLflow run.
+
+Crash safety: trials send heartbeats; a trial whose process died (no heartbeat for ``grace`` seconds) is
+failed and retried with the same parameters, and the retry resumes from the dead trial's last checkpoint.
+Reproducibility: trial *i* (counting only freshly sampled trials) samples with seed ``seed + i``, so a
+rerun after a crash asks the same questions an uninterrupted run would have.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from loopline.training.checkpoint import load_checkpoint
 from loopline.training.data import ClassMapping
 from loopline.training.engine import EpochMetrics, FitResult, TrainConfig, fit, seed_everything
 from loopline.training.models import INPUT_SIZES, build_model
@@ -18,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 Pruner = Literal["median", "hyperband", "none"]
 LoaderFactory = Callable[[int, int, str], Any]  # (input size, batch size, split) → DataLoader
+BEST_WEIGHTS = "best.pt"
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class TrialResult:
     params: dict[str, Any]
     epochs: int
     run_id: str | None
+    worker: str | None = None
+    retry_of: int | None = None
 
 
 @dataclass
@@ -37,7 +50,16 @@ class StudyResult:
     best_value: float
     best_params: dict[str, Any]
     best_history: list[EpochMetrics]
+    best_dir: Path
     trials: list[TrialResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Trial liveness: a trial silent for ``grace`` seconds is failed and retried (resuming)."""
+
+    interval: int = 10
+    grace: int = 60
 
 
 def make_pruner(kind: Pruner, max_epochs: int) -> Any:
@@ -48,6 +70,41 @@ def make_pruner(kind: Pruner, max_epochs: int) -> Any:
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def open_storage(url: str, heartbeat: Heartbeat) -> Any:
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=heartbeat.interval,
+        grace_period=heartbeat.grace,
+        heartbeat_stale_trial_callback=RetryFailedTrialCallback(
+            max_retry=2, inherit_intermediate_values=True
+        ),
+    )
+
+
+def trial_dir_name(frozen: Any) -> str:
+    """A retry works in (and resumes from) the folder of the trial it replaces."""
+    return f"trial-{frozen.system_attrs.get('failed_trial', frozen.number)}"
+
+
+def study_progress(trials: Sequence[Any]) -> tuple[int, int, int]:
+    """(finished trials that count, trials running now, freshly sampled trials so far).
+
+    A trial failed for lack of heartbeat and retried does not count: its retry does.
+    """
+    import optuna
+
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    done = sum(t.state.is_finished() and t.number not in replaced for t in trials)
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    sampled = sum("failed_trial" not in t.system_attrs for t in trials)
+    return done, running, sampled
 
 
 def run_study(
@@ -64,21 +121,54 @@ def run_study(
     seed: int = 0,
     device: str = "cpu",
     log_to_mlflow: bool = True,
+    heartbeat: Heartbeat | None = None,
 ) -> StudyResult:
-    """Run trials until the study holds ``n_trials`` finished ones (a rerun continues the same study)."""
+    """Run trials until the study holds ``n_trials`` finished ones, with any other workers on the same
+    study; then wait for the others' running trials so every worker reports the same best trial."""
+    import optuna
+
+    heartbeat = heartbeat or Heartbeat()
+    rdb = open_storage(storage, heartbeat)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def load(sample_seed: int) -> optuna.Study:
+        return optuna.create_study(
+            storage=rdb,
+            study_name=study_name,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=sample_seed),
+            pruner=make_pruner(pruner, epochs),
+            load_if_exists=True,
+        )
+
+    objective = _objective(loaders, mapping, space, epochs, workdir, seed, device, log_to_mlflow, worker)
+    study = load(seed)
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        done, running, sampled = study_progress(study.get_trials(deepcopy=False))
+        if done + running < n_trials:
+            study = load(seed + sampled)
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        elif running:
+            time.sleep(min(5, heartbeat.interval))  # another worker's trial: wait for its result
+        else:
+            break
+    return _summarise(study, workdir)
+
+
+def _objective(
+    loaders: LoaderFactory,
+    mapping: ClassMapping,
+    space: SearchSpace,
+    epochs: int,
+    workdir: Path,
+    seed: int,
+    device: str,
+    log_to_mlflow: bool,
+    worker: str,
+) -> Callable[[Any], float]:
     import optuna
     import torch
-
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=make_pruner(pruner, epochs),
-        load_if_exists=True,
-    )
-    finished = [t for t in study.trials if t.state.is_finished()]
-    histories: dict[int, list[EpochMetrics]] = {}
 
     def objective(trial: optuna.Trial) -> float:
         params = space.sample(trial)
@@ -95,14 +185,22 @@ def run_study(
             amp=device.startswith("cuda"),
             channels_last=device.startswith("cuda"),
         )
-        trial_dir = workdir / f"trial-{trial.number}"
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        reported = set(frozen.intermediate_values)  # a retry inherits the dead trial's reports
+        folder = workdir / trial_dir_name(frozen)
+        if "failed_trial" in frozen.system_attrs:
+            logger.info(
+                "trial %d retries trial %s in %s", trial.number, frozen.system_attrs["failed_trial"], folder
+            )
+            if log_to_mlflow and frozen.user_attrs.get("mlflow_run_id"):
+                _mark_crashed(frozen.user_attrs["mlflow_run_id"], trial.number)
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("folder", folder.name)
         run = _start_trial_run(trial.number, params) if log_to_mlflow else None
         if run is not None:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-        history: list[EpochMetrics] = []
 
         def report(metrics: EpochMetrics) -> None:
-            history.append(metrics)
             if run is not None:
                 import mlflow
 
@@ -116,7 +214,8 @@ def run_study(
                     },
                     step=metrics.epoch,
                 )
-            trial.report(metrics.val_accuracy, metrics.epoch)
+            if metrics.epoch not in reported:
+                trial.report(metrics.val_accuracy, metrics.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
 
@@ -129,11 +228,10 @@ def run_study(
                 loaders(size, params["batch_size"], "train"),
                 loaders(size, 256, "val"),
                 config,
-                trial_dir,
+                folder,
                 on_epoch=report,
             )
-            torch.save(model.state_dict(), trial_dir / "best.pt")
-            histories[trial.number] = result.history
+            torch.save(model.state_dict(), folder / BEST_WEIGHTS)
             state = "complete"
             return result.best_val_accuracy
         except optuna.TrialPruned:
@@ -143,22 +241,28 @@ def run_study(
             if run is not None:
                 _end_trial_run(state)
 
-    remaining = max(0, n_trials - len(finished))
-    if remaining:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,), gc_after_trial=True)
+    return objective
+
+
+def _summarise(study: Any, workdir: Path) -> StudyResult:
+    import optuna
+
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(
-            f"No trial of study {study_name!r} completed ({len(study.trials)} pruned or failed). To fix "
-            "this, check the trial runs' errors in MLflow, widen the search space or run more trials."
+            f"No trial of study {study.study_name!r} completed ({len(study.trials)} pruned or failed). To "
+            "fix this, check the trial runs' errors in MLflow, widen the search space or run more trials."
         )
     best = study.best_trial
+    folder = workdir / best.user_attrs.get("folder", f"trial-{best.number}")
+    checkpoint = load_checkpoint(folder)
     return StudyResult(
-        study_name=study_name,
+        study_name=study.study_name,
         best_number=best.number,
         best_value=float(best.value or 0.0),
         best_params=dict(best.params),
-        best_history=histories.get(best.number, []),
+        best_history=list(checkpoint["result"].history) if checkpoint else [],
+        best_dir=folder,
         trials=[
             TrialResult(
                 t.number,
@@ -167,6 +271,8 @@ def run_study(
                 dict(t.params),
                 len(t.intermediate_values),
                 t.user_attrs.get("mlflow_run_id"),
+                t.user_attrs.get("worker"),
+                t.system_attrs.get("failed_trial"),
             )
             for t in study.trials
         ],
@@ -180,6 +286,14 @@ def _start_trial_run(number: int, params: dict[str, Any]) -> Any:
     mlflow.log_params(params)
     mlflow.set_tag("optuna.trial", number)
     return run
+
+
+def _mark_crashed(run_id: str, retried_by: int) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "optuna.state", f"crashed (retried as trial {retried_by})")
+    client.set_terminated(run_id, "FAILED")
 
 
 def _end_trial_run(state: str) -> None:

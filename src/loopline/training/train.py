@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from loopline.labeling.labeled import LabeledRow
 from loopline.training.data import ClassMapping, LabeledImages, build_transform, check_labeled_rows
-from loopline.training.hpo import Pruner, StudyResult, run_study
+from loopline.training.hpo import BEST_WEIGHTS, Heartbeat, Pruner, StudyResult, run_study
 from loopline.training.models import INPUT_SIZES, build_model
 from loopline.training.onnx_export import export_onnx, onnx_parity
 from loopline.training.plots import confusion_matrix, per_class_metrics, plot_confusion, plot_curves
@@ -42,6 +42,7 @@ class TrainRequest:
     seed: int = 0
     device: str = "cpu"
     lineage: dict[str, str] | None = None  # extra tags (export id, flow run id, …)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
             pruner=request.pruner,
             seed=request.seed,
             device=request.device,
+            heartbeat=request.heartbeat,
         )
         outcome = _evaluate_and_log(study, rows, mapping, loaders, request, parent.info.run_id)
     return outcome
@@ -136,9 +138,7 @@ def _evaluate_and_log(
 
     params = study.best_params
     model = build_model(params["model"], len(mapping.labels))
-    model.load_state_dict(
-        torch.load(request.workdir / f"trial-{study.best_number}" / "best.pt", weights_only=True)
-    )
+    model.load_state_dict(torch.load(study.best_dir / BEST_WEIGHTS, weights_only=True))
     model.eval()
     size = INPUT_SIZES[params["model"]]
     test_loader = loaders(size, 256, "test")
