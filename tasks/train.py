@@ -75,6 +75,7 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
     settings = get_settings()
     rows = read_labeled_manifest(open_store(labels.data_root, settings), labels.version)
     work = settings.resolved_home / "training" / labels.version
+    work.mkdir(parents=True, exist_ok=True)
     context = FlowRunContext.get()
     lineage = {
         "dataset_version": labels.dataset_version,

@@ -72,6 +72,6 @@ def test_a_crashed_trial_counts_once_through_its_retry() -> None:
     retried = [*crashed, trial(states.COMPLETE, 2, failed_trial=1, retry_history=[1])]
     twice = [*crashed, trial(states.FAIL, 2, failed_trial=1, retry_history=[1])]
     twice.append(trial(states.RUNNING, 3, failed_trial=1, retry_history=[1, 2]))
-    assert study_progress(crashed) == (2, 0, 2)  # a plain failure counts as a finished trial
-    assert study_progress(retried) == (2, 0, 2)  # the crash is replaced by its retry
-    assert study_progress(twice) == (1, 1, 2)  # neither the crash nor the failed retry counts
+    assert study_progress(crashed) == (2, 0)  # a plain failure counts as a finished trial
+    assert study_progress(retried) == (2, 0)  # the crash is replaced by its retry
+    assert study_progress(twice) == (1, 1)  # neither the crash nor the failed retry counts

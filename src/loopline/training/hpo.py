@@ -3,8 +3,9 @@ study that several workers can share and a rerun resumes, and every trial a nest
 
 Crash safety: trials send heartbeats; a trial whose process died (no heartbeat for ``grace`` seconds) is
 failed and retried with the same parameters, and the retry resumes from the dead trial's last checkpoint.
-Reproducibility: trial *i* (counting only freshly sampled trials) samples with seed ``seed + i``, so a
-rerun after a crash asks the same questions an uninterrupted run would have.
+Reproducibility: the *i*-th freshly sampled trial samples with seed ``seed + i`` (retries reuse their
+parameters), so a rerun after a crash asks the same questions an uninterrupted run would have, and two
+workers never ask the same one.
 """
 
 from __future__ import annotations
@@ -72,20 +73,30 @@ def make_pruner(kind: Pruner, max_epochs: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def open_storage(url: str, heartbeat: Heartbeat) -> Any:
+def open_storage(url: str, heartbeat: Heartbeat, attempts: int = 5) -> Any:
+    """The study's RDB storage. Workers starting together on a fresh database race to create the
+    schema; the loser retries (the schema is then there)."""
     import optuna
+    import sqlalchemy.exc
     from optuna.storages import RetryFailedTrialCallback
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=heartbeat.interval,
-        grace_period=heartbeat.grace,
-        heartbeat_stale_trial_callback=RetryFailedTrialCallback(
-            max_retry=2, inherit_intermediate_values=True
-        ),
-    )
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat.interval,
+                grace_period=heartbeat.grace,
+                heartbeat_stale_trial_callback=RetryFailedTrialCallback(
+                    max_retry=2, inherit_intermediate_values=True
+                ),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 def trial_dir_name(frozen: Any) -> str:
@@ -93,8 +104,8 @@ def trial_dir_name(frozen: Any) -> str:
     return f"trial-{frozen.system_attrs.get('failed_trial', frozen.number)}"
 
 
-def study_progress(trials: Sequence[Any]) -> tuple[int, int, int]:
-    """(finished trials that count, trials running now, freshly sampled trials so far).
+def study_progress(trials: Sequence[Any]) -> tuple[int, int]:
+    """(finished trials that count, trials running now).
 
     A trial failed for lack of heartbeat and retried does not count: its retry does.
     """
@@ -103,8 +114,7 @@ def study_progress(trials: Sequence[Any]) -> tuple[int, int, int]:
     replaced = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
     done = sum(t.state.is_finished() and t.number not in replaced for t in trials)
     running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    sampled = sum("failed_trial" not in t.system_attrs for t in trials)
-    return done, running, sampled
+    return done, running
 
 
 def run_study(
@@ -131,23 +141,19 @@ def run_study(
     rdb = open_storage(storage, heartbeat)
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def load(sample_seed: int) -> optuna.Study:
-        return optuna.create_study(
-            storage=rdb,
-            study_name=study_name,
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=sample_seed),
-            pruner=make_pruner(pruner, epochs),
-            load_if_exists=True,
-        )
-
     objective = _objective(loaders, mapping, space, epochs, workdir, seed, device, log_to_mlflow, worker)
-    study = load(seed)
+    study = optuna.create_study(
+        storage=rdb,
+        study_name=study_name,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),  # reseeded per trial by the objective
+        pruner=make_pruner(pruner, epochs),
+        load_if_exists=True,
+    )
     while True:
         optuna.storages.fail_stale_trials(study)
-        done, running, sampled = study_progress(study.get_trials(deepcopy=False))
+        done, running = study_progress(study.get_trials(deepcopy=False))
         if done + running < n_trials:
-            study = load(seed + sampled)
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         elif running:
             time.sleep(min(5, heartbeat.interval))  # another worker's trial: wait for its result
@@ -171,7 +177,11 @@ def _objective(
     import torch
 
     def objective(trial: optuna.Trial) -> float:
-        params = space.sample(trial)
+        trials = trial.study.get_trials(deepcopy=False)
+        frozen = next(t for t in trials if t.number == trial.number)
+        fresh_before = sum("failed_trial" not in t.system_attrs for t in trials if t.number < trial.number)
+        trial.study.sampler = optuna.samplers.TPESampler(seed=seed + fresh_before)
+        params = space.sample(trial)  # a retry's parameters are fixed: the sampler is not asked
         size = INPUT_SIZES[params["model"]]
         config = TrainConfig(
             epochs=epochs,
@@ -185,7 +195,6 @@ def _objective(
             amp=device.startswith("cuda"),
             channels_last=device.startswith("cuda"),
         )
-        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
         reported = set(frozen.intermediate_values)  # a retry inherits the dead trial's reports
         folder = workdir / trial_dir_name(frozen)
         if "failed_trial" in frozen.system_attrs:
