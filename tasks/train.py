@@ -14,6 +14,7 @@ from blocks.servers import BLOCK_NAME, MLflowServer
 from loopline.data.store import open_store
 from loopline.labeling.labeled import read_labeled_manifest
 from loopline.settings import get_settings
+from loopline.training.hardware import detect_hardware, loader_bottleneck_warning
 from loopline.training.hpo import Heartbeat
 from loopline.training.report import render_best_trial, trial_rows
 from loopline.training.search import SearchSpace
@@ -51,14 +52,6 @@ class TrainedModelRef(BaseModel):
     labeled_version: str
 
 
-def detect_device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
-
-
 def tracking_uri() -> str:
     try:
         server = MLflowServer.load(BLOCK_NAME)
@@ -77,12 +70,15 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
     work = settings.resolved_home / "training" / labels.version
     work.mkdir(parents=True, exist_ok=True)
     context = FlowRunContext.get()
+    hardware = detect_hardware(params.device)
+    logger.info("Training on %s: %s", hardware.description, hardware)
     lineage = {
         "dataset_version": labels.dataset_version,
         "label_studio.project_id": str(labels.project_id),
         "label_studio.export_id": str(labels.export_id),
         "labels.kappa": "" if labels.kappa is None else f"{labels.kappa:.4f}",
         "prefect.flow_run_id": str(context.flow_run.id) if context and context.flow_run else "",
+        "hardware": hardware.description,
     }
     uri = tracking_uri()
     request = TrainRequest(
@@ -92,12 +88,14 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         experiment=params.experiment,
         storage=params.optuna_storage or f"sqlite:///{settings.resolved_home / 'optuna.db'}",
         workdir=Path(work),
-        space=params.search_space,
+        space=params.search_space.for_batch_sizes(hardware.batch_sizes),
         epochs=params.epochs,
         n_trials=params.n_trials,
         pruner=params.pruner,
         seed=params.seed,
-        device=detect_device(params.device),
+        device=hardware.device,
+        num_workers=hardware.num_workers,
+        pin_memory=hardware.pin_memory,
         lineage=lineage,
         heartbeat=Heartbeat(
             interval=max(1, params.trial_grace_seconds // 4), grace=params.trial_grace_seconds
@@ -107,6 +105,9 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
     logger.info(
         "Best trial %d: val %.3f, test %.3f", outcome.best_trial, outcome.val_accuracy, outcome.test_accuracy
     )
+    warning = loader_bottleneck_warning(outcome.data_wait_share)
+    if warning:
+        logger.warning(warning)
     create_table_artifact(table=trial_rows(outcome), key="train-trials", description="Optuna trials")
     create_markdown_artifact(markdown=render_best_trial(outcome), key="train-best-trial")
     create_link_artifact(

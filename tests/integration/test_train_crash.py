@@ -26,7 +26,6 @@ PARAMS = {
     "epochs": 4,
     "n_trials": 2,
     "pruner": "none",
-    "experiment": "crash",
     "trial_grace_seconds": 4,
     "search_space": {"lr": {"low": 0.001, "high": 0.01}, "batch_sizes": [32], "optimizers": ["adamw"]},
 }
@@ -43,9 +42,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 
 def start(home: Path, labels: dict, servers: dict[str, str]) -> subprocess.Popen:  # type: ignore[type-arg]
+    """Each home tracks into its own experiment: a finished run there would otherwise be reused."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPLINE_", "PREFECT_"))}
     env.update(servers, LOOPLINE_HOME=str(home), PREFECT_HOME=str(home / "prefect"))
-    command = [sys.executable, "-m", "tests.integration.train_runner", json.dumps(labels), json.dumps(PARAMS)]
+    command = [sys.executable, "-m", "tests.integration.train_runner", json.dumps(labels)]
+    command.append(json.dumps(PARAMS | {"experiment": home.name}))
     return subprocess.Popen(
         [*command, str(home / "result.json")],
         cwd=ROOT,
@@ -106,8 +107,8 @@ def test_a_killed_training_resumes_to_the_same_result(tmp_path: Path, servers: d
         assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
 
     client = mlflow.MlflowClient(servers["LOOPLINE_MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("crash")
-    runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
+    ids = [client.get_experiment_by_name(home.name).experiment_id for home in (calm, crashed)]
+    runs = {r.info.run_id: r for r in client.search_runs(ids)}
     final, first = runs[result["run_id"]], runs[expected["run_id"]]
     best = {k: v for k, v in first.data.params.items() if k.startswith("best.") and k != "best.trial"}
     assert {k: final.data.params[k] for k in best} == best  # (the trial number: the retry has its own)

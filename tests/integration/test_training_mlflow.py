@@ -70,3 +70,7 @@ def test_hpo_is_tracked_and_resumable(tracking_uri: str, tmp_path: Path) -> None
 
     again = train_and_track(rows, TrainRequest(**{**request.__dict__, "n_trials": 4}))
     assert len(again.trials) == 4  # the study resumed: one new trial, not four
+    assert not again.reused and again.run_id != outcome.run_id
+    same = train_and_track(rows, TrainRequest(**{**request.__dict__, "n_trials": 4}))
+    assert same.reused and same.run_id == again.run_id  # nothing trained or logged twice
+    assert same.best_params == again.best_params and same.labels == again.labels

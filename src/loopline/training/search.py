@@ -29,7 +29,9 @@ class SearchSpace(BaseModel):
     models: list[str] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
     lr: FloatRange = Field(default_factory=lambda: FloatRange(low=3e-4, high=1e-2, log=True))
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-3, log=True))
-    batch_sizes: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    batch_sizes: list[int] | None = Field(
+        default=None, min_length=1, description="None: from the device (larger on GPUs with more memory)."
+    )
     optimizers: list[str] = Field(default_factory=lambda: ["adamw", "sgd"], min_length=1)
     label_smoothing: FloatRange = Field(default_factory=lambda: FloatRange(low=0.0, high=0.15))
 
@@ -45,6 +47,10 @@ class SearchSpace(BaseModel):
             raise ValueError(f"unknown optimizers {bad}; valid: adamw, sgd")
         return self
 
+    def for_batch_sizes(self, defaults: tuple[int, ...]) -> SearchSpace:
+        """This space with the device's batch sizes where none were chosen."""
+        return self if self.batch_sizes else self.model_copy(update={"batch_sizes": list(defaults)})
+
     def sample(self, trial: Any) -> dict[str, Any]:
         """The trial's hyper-parameters (Optuna ``Trial``)."""
         return {
@@ -53,7 +59,7 @@ class SearchSpace(BaseModel):
             "weight_decay": trial.suggest_float(
                 "weight_decay", self.weight_decay.low, self.weight_decay.high, log=self.weight_decay.log
             ),
-            "batch_size": trial.suggest_categorical("batch_size", self.batch_sizes),
+            "batch_size": trial.suggest_categorical("batch_size", self.batch_sizes or [32, 64]),
             "optimizer": trial.suggest_categorical("optimizer", self.optimizers),
             "label_smoothing": trial.suggest_float(
                 "label_smoothing", self.label_smoothing.low, self.label_smoothing.high

@@ -7,6 +7,7 @@ metric), and logged with its curves, confusion matrix, per-class metrics, class 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import tempfile
@@ -43,6 +44,8 @@ class TrainRequest:
     device: str = "cpu"
     lineage: dict[str, str] | None = None  # extra tags (export id, flow run id, …)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    num_workers: int = 0  # DataLoader workers (see loopline.training.hardware)
+    pin_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,11 @@ class TrainOutcome:
     onnx_max_abs_diff: float
     labels: tuple[str, ...]
     trials: list[dict[str, Any]]
+    data_wait_share: float = 0.0  # of the best trial's step time, spent waiting for the loader
+    reused: bool = False  # an earlier finished training of the same study, returned as it was
 
 
-def _loader_factory(rows: list[LabeledRow], mapping: ClassMapping) -> Any:
+def _loader_factory(rows: list[LabeledRow], mapping: ClassMapping, request: TrainRequest) -> Any:
     import torch
 
     cache: dict[tuple[int, str], Any] = {}
@@ -69,9 +74,74 @@ def _loader_factory(rows: list[LabeledRow], mapping: ClassMapping) -> Any:
             cache[key] = LabeledImages(
                 [r for r in rows if r.split == split], mapping, build_transform(size, train=split == "train")
             )
-        return torch.utils.data.DataLoader(cache[key], batch_size=batch_size, shuffle=split == "train")
+        return torch.utils.data.DataLoader(
+            cache[key],
+            batch_size=batch_size,
+            shuffle=split == "train",
+            num_workers=request.num_workers,
+            pin_memory=request.pin_memory,
+            persistent_workers=request.num_workers > 0,
+        )
 
     return make
+
+
+def study_name_for(request: TrainRequest) -> str:
+    """One study per labeled version and training set-up: changing the search space, epochs, pruner or
+    seed starts a new study instead of mixing answers to different questions."""
+    setup = json.dumps(
+        [request.space.model_dump(mode="json"), request.epochs, request.pruner, request.seed], sort_keys=True
+    )
+    return f"loopline-{request.labeled_version[:16]}-{hashlib.sha256(setup.encode()).hexdigest()[:8]}"
+
+
+def find_finished(request: TrainRequest, study_name: str) -> TrainOutcome | None:
+    """The outcome of a finished training of this study with as many trials, if one is tracked: a rerun
+    returns it instead of logging the same model again."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(request.experiment)
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        f"tags.`optuna.study` = '{study_name}' and params.n_trials = '{request.n_trials}' "
+        "and attributes.status = 'FINISHED' and metrics.onnx_parity_ok >= 0",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        trials = json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="trials.json", dst_path=tmp
+                )
+            ).read_text()
+        )
+        mapping = json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="class_mapping.json", dst_path=tmp
+                )
+            ).read_text()
+        )
+    best = int(run.data.params["best.trial"])
+    return TrainOutcome(
+        run_id=run.info.run_id,
+        study_name=study_name,
+        best_trial=best,
+        best_params=next(t["params"] for t in trials if t["number"] == best),
+        val_accuracy=run.data.metrics["best_val_accuracy"],
+        test_accuracy=run.data.metrics["test_accuracy"],
+        onnx_max_abs_diff=run.data.metrics["onnx_max_abs_diff"],
+        data_wait_share=run.data.metrics.get("data_wait_share", 0.0),
+        labels=tuple(mapping["labels"]),
+        trials=trials,
+        reused=True,
+    )
 
 
 def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutcome:
@@ -79,10 +149,13 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
     import torch
 
     mapping = check_labeled_rows(rows)
-    loaders = _loader_factory(rows, mapping)
-    study_name = f"loopline-{request.labeled_version}"
+    loaders = _loader_factory(rows, mapping, request)
+    study_name = study_name_for(request)
     mlflow.set_tracking_uri(request.tracking_uri)
     mlflow.set_experiment(request.experiment)
+    finished = find_finished(request, study_name)
+    if finished is not None:
+        return finished
     with mlflow.start_run(run_name=f"train {request.labeled_version[:8]}") as parent:
         mlflow.log_params(
             {
@@ -150,6 +223,8 @@ def _evaluate_and_log(
     predicted = torch.cat(logits).argmax(1).numpy()
     truth = torch.cat(targets).numpy()
     test_accuracy = float((predicted == truth).mean())
+    history = study.best_history
+    wait_share = sum(m.data_wait_share for m in history) / len(history) if history else 0.0
     matrix = confusion_matrix(truth, predicted, len(mapping.labels))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -187,6 +262,7 @@ def _evaluate_and_log(
                 "onnx_max_abs_diff": parity.max_abs_diff,
                 "onnx_top1_agreement": parity.top1_agreement,
                 "onnx_parity_ok": float(parity.max_abs_diff <= ONNX_TOLERANCE),
+                "data_wait_share": wait_share,
             }
         )
         example = np.zeros((1, 3, size, size), dtype=np.float32)
@@ -208,6 +284,7 @@ def _evaluate_and_log(
         val_accuracy=study.best_value,
         test_accuracy=test_accuracy,
         onnx_max_abs_diff=parity.max_abs_diff,
+        data_wait_share=wait_share,
         labels=mapping.labels,
         trials=[asdict(t) for t in study.trials],
     )
