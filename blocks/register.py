@@ -5,6 +5,8 @@ Run from the repository root: ``python -m blocks.register`` (``loopline services
 
 from __future__ import annotations
 
+from prefect.filesystems import LocalFileSystem
+
 from blocks.servers import BLOCK_NAME, DataRoot, LabelStudioServer, MLflowServer
 from loopline.services.credentials import label_studio_credentials
 from loopline.settings import get_settings
@@ -24,9 +26,15 @@ def register_blocks() -> list[str]:
         s3_access_key_id=settings.s3_access_key_id,
         s3_secret_access_key=settings.s3_secret_access_key,
     ).save(BLOCK_NAME, overwrite=True)
-    return [
+    saved = [
         f"{cls.get_block_type_slug()}/{BLOCK_NAME}" for cls in (LabelStudioServer, MLflowServer, DataRoot)
     ]
+    block_type, _, name = settings.result_storage_block.partition("/")
+    if block_type == "local-file-system":  # the local platform's; a cluster saves its own shared block
+        results = settings.resolved_home / "results"
+        LocalFileSystem(basepath=str(results)).save(name, overwrite=True)
+        saved.append(settings.result_storage_block)
+    return saved
 
 
 if __name__ == "__main__":

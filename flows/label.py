@@ -54,7 +54,7 @@ def label_stage(dataset: DatasetRef, params: LabelParameters) -> LabeledDatasetR
         if round_number:
             with studio_from_block() as studio:
                 studio.set_maximum_annotations(project.id, annotators)
-        progress = wait_for_labels(project, target, params)
+        progress = wait_for_labels(project, target, annotators, params)
         export_id, summary = export_labels(project, progress, params)
         report = agreement_of(summary, params)
         violations = _gate_violations(report, params)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up and run the main job on the embedded default: the local platform on 127.0.0.1 and
-# the loopline pipeline (collect → label) on the demo data, through its Prefect deployment and the local
+# the loopline pipeline (collect → label → train) on the demo data, through its Prefect deployment and the local
 # worker, with the demo annotator answering in Label Studio.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,7 +16,10 @@ eval "$(.venv/bin/loopline env)"
 annotator=$!
 trap 'kill $annotator 2>/dev/null || true' EXIT
 # auto_approve is for the demo only: without it the run waits for `loopline approve RUN_ID`.
-params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-1\"}, \"label\": {\"auto_approve\": true}}}"
+# Training is dispatched to the train-model/local deployment (on a cluster: train-model/k8s-gpu).
+params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-1\"},
+  \"label\": {\"auto_approve\": true, \"budget\": 300},
+  \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\"}}"
 .venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch
 echo
 echo "== datasets"
@@ -25,6 +28,7 @@ echo
 echo "== labeled manifests"
 ls "$LOOPLINE_HOME"/data/labels/
 echo
-echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review)"
+echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, train-trials, train-best-trial)"
+echo "MLflow UI:     $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_mlflow_tracking_uri)')  (experiment loopline: the training run, its trials, the ONNX model)"
 echo "Label Studio:  $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_label_studio_url)')  (user admin@loopline.local, password in .loopline/secrets/)"
 echo "Stop the platform with: .venv/bin/loopline services down"

@@ -171,8 +171,12 @@ def import_round(
 
 
 @task(name="wait-for-labels")
-def wait_for_labels(project: Project, target: int, params: LabelParameters) -> ProjectProgress:
-    """Poll until ``target`` tasks have their annotations (or the timeout), updating a progress artifact."""
+def wait_for_labels(
+    project: Project, target: int, annotators: int, params: LabelParameters
+) -> ProjectProgress:
+    """Poll until ``target`` tasks have ``annotators`` annotations each (or the timeout), updating a
+    progress artifact. Label Studio's finished-task counter is recomputed in the background after the
+    overlap changes, so the annotation count is checked as well."""
     logger = get_run_logger()
     deadline = time.monotonic() + params.wait_timeout_minutes * 60
     artifact = create_progress_artifact(
@@ -192,7 +196,7 @@ def wait_for_labels(project: Project, target: int, params: LabelParameters) -> P
             update_progress_artifact(
                 artifact, progress=min(100.0, 100.0 * progress.finished / max(1, target))
             )
-            if progress.finished >= target:
+            if progress.finished >= target and progress.annotations + progress.skipped >= target * annotators:
                 return progress
             if time.monotonic() > deadline:
                 logger.warning(

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     data_root: str | None = Field(
         default=None, description="Where collected data lives: a local path or s3://bucket/prefix."
     )
+    result_storage_block: str = Field(
+        default="local-file-system/loopline-results",
+        description="Prefect block (type/name) for flow results that must cross machines, e.g. a training "
+        "run dispatched to another work pool; on a cluster point it at shared storage (s3-bucket/…).",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1")
     s3_access_key_id: SecretStr | None = None

@@ -1,6 +1,6 @@
 """Collect through `prefect deployment run` and a real worker, against `loopline services up`.
 
-(The whole pipeline, collect → label, runs in test_label_pipeline.py.)
+(The whole pipeline, collect → label → train, runs in test_pipeline.py.)
 """
 
 import json
@@ -69,69 +69,3 @@ def test_collect_deployment_collects_the_demo_data(tmp_path: Path) -> None:
         assert {"collect-counts", "collect-summary", "collect-progress"} <= keys
         summary = next(a for a in artifacts if a["key"] == "collect-summary")
         assert version in summary["data"]
-
-
-def test_train_deployment_tracks_a_model(tmp_path: Path) -> None:
-    """train-model/local through the worker, on labels built from the demo ground truth (standing in for
-    people, as the demo annotator does), tracked in the platform's MLflow."""
-    import mlflow
-
-    from loopline.data.splits import SplitFractions, stratified_split
-    from loopline.labeling.labeled import LabeledRow, write_labeled_manifest
-
-    home = tmp_path / "home"
-    with running_platform(home) as env:
-        assert run(["loopline", "deploy"], env).returncode == 0
-        assert run(["loopline", "demo-data", str(home / "demo")], env).returncode == 0
-        data = LocalStore(home / "data")
-        dataset = collect(LocalFolderSource(home / "demo" / "round-1"), data)
-        truth = json.loads((home / "demo" / "ground_truth.json").read_text())
-        rows = read_manifest(data, dataset.version)[:400]
-        splits = stratified_split(
-            [(r.content_hash, str(truth[r.content_hash])) for r in rows], SplitFractions()
-        )
-        labeled = [
-            LabeledRow(
-                r.content_hash,
-                r.stored_uri,
-                str(truth[r.content_hash]),
-                splits[r.content_hash],
-                dataset.version,
-                0,
-                0,
-                0,
-                (),
-            )
-            for r in rows
-        ]
-        version, uri = write_labeled_manifest(data, labeled)
-        labels = {
-            "version": version,
-            "manifest_uri": uri,
-            "data_root": str(home / "data"),
-            "dataset_version": dataset.version,
-            "project_id": 0,
-            "export_id": 0,
-            "images": 400,
-            "kappa": None,
-        }
-        params = {"labels": labels, "params": {"epochs": 2, "n_trials": 2, "experiment": "e2e"}}
-        result = run(
-            ["prefect", "deployment", "run", "train-model/local", "--params", json.dumps(params), "--watch"],
-            env,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-
-        client = mlflow.MlflowClient(f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}")
-        experiment = client.get_experiment_by_name("e2e")
-        parents = client.search_runs([experiment.experiment_id], "tags.`optuna.study` != ''")
-        assert len(parents) == 1
-        parent = parents[0]
-        assert parent.data.params["labeled_version"] == version
-        assert parent.data.tags["dataset_version"] == dataset.version
-        assert parent.data.tags["prefect.flow_run_id"]
-        assert parent.data.metrics["test_accuracy"] > 0.2 and parent.data.metrics["onnx_parity_ok"] == 1.0
-        api = env["PREFECT_API_URL"]
-        keys = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json={}).json()}
-        assert {"train-trials", "train-best-trial", "train-mlflow-run"} <= keys

@@ -65,6 +65,7 @@ def prefect_env(settings: Settings) -> dict[str, str]:
         "PREFECT_CLI_PROMPT": "false",
         "LOOPLINE_HOME": str(settings.resolved_home),
         "LOOPLINE_PROJECT_ROOT": str(settings.resolved_project_root),
+        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": settings.result_storage_block,
     }
 
 

@@ -31,7 +31,9 @@ class TrainConfig:
     momentum: float = 0.9
     label_smoothing: float = 0.05
     warmup_epochs: int = 1
-    patience: int = 5  # epochs without a better validation accuracy before stopping
+    patience: int = (
+        10  # epochs without a better validation accuracy before stopping (small val sets are noisy)
+    )
     seed: int = 0
     deterministic: bool = True
     device: str = "cpu"

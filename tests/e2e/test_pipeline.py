@@ -1,5 +1,6 @@
-"""collect → label through `prefect deployment run` and a worker, with the demo annotator answering in
-a real Label Studio and the reviews sent by `loopline approve` (one rejection, then an approval)."""
+"""collect → label → train through `prefect deployment run` and a worker, with the demo annotator
+answering in a real Label Studio, the reviews sent by `loopline approve` (one rejection, then an
+approval), and training dispatched to the `train-model/local` deployment with `run_deployment`."""
 
 import json
 import re
@@ -32,7 +33,9 @@ def wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 420
     raise AssertionError(f"flow run {run_id} did not reach {states}: {flow_run['state']}")
 
 
-def test_label_round_with_review(tmp_path: Path) -> None:
+def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) -> None:
+    import mlflow
+
     home = tmp_path / "home"
     with running_platform(home) as env:
         assert run(["loopline", "deploy"], env).returncode == 0
@@ -57,7 +60,9 @@ def test_label_round_with_review(tmp_path: Path) -> None:
         try:
             params = {
                 "collect": {"source": str(home / "demo" / "round-1")},
-                "label": {"budget": 40, "poll_seconds": 1},
+                "label": {"budget": 150, "poll_seconds": 1},
+                "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
+                "train_deployment": "train-model/local",
             }
             started = run(
                 [
@@ -92,7 +97,7 @@ def test_label_round_with_review(tmp_path: Path) -> None:
                 ["loopline", "approve", run_id, "--comment", "looks right", "--reviewer", "ada"], env
             )
             assert approved.returncode == 0, approved.stderr
-            wait_for_state(api, run_id, {"COMPLETED"})
+            wait_for_state(api, run_id, {"COMPLETED"}, timeout=900)
         finally:
             annotator.terminate()
             annotator.wait(timeout=30)
@@ -104,7 +109,7 @@ def test_label_round_with_review(tmp_path: Path) -> None:
         assert len(labels) == 1
         rows = read_labeled_manifest(LocalStore(home / "data"), labels[0].stem)
         truth = json.loads((home / "demo" / "ground_truth.json").read_text())
-        assert 35 <= len(rows) <= 40  # ties go back for review; the rest are labeled
+        assert 140 <= len(rows) <= 150  # ties go back for review; the rest are labeled
         assert sum(str(truth[r.content_hash]) == r.label for r in rows) >= 0.9 * len(rows)
         assert all(len(r.annotations) == 3 for r in rows)  # the rejection asked for a third annotator
         assert {r.split for r in rows} == {"train", "val", "test"}
@@ -114,8 +119,31 @@ def test_label_round_with_review(tmp_path: Path) -> None:
         projects = httpx.get(f"{ls}/api/projects", headers={"Authorization": f"Token {token}"}).json()[
             "results"
         ]
-        assert len(projects) == 1 and projects[0]["task_number"] == 40  # reruns duplicated nothing
+        assert len(projects) == 1 and projects[0]["task_number"] == 150  # reruns duplicated nothing
 
         artifacts = {a["key"]: a for a in httpx.post(f"{api}/artifacts/latest/filter", json={}).json()}
         assert {"label-agreement", "label-counts", "label-review", "label-progress"} <= set(artifacts)
         assert "ada" in artifacts["label-review"]["data"] and "approve" in artifacts["label-review"]["data"]
+
+        # Training ran once, as a run of the train-model/local deployment linked to the pipeline run.
+        children = httpx.post(
+            f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["train-model"]}}}
+        ).json()
+        assert len(children) == 1, [c["name"] for c in children]
+        child = children[0]
+        deployment = httpx.get(f"{api}/deployments/name/train-model/local").json()
+        assert child["deployment_id"] == deployment["id"] and child["state_type"] == "COMPLETED"
+        assert child["parent_task_run_id"] is not None  # shown inside the pipeline run
+        assert list((home / "results").iterdir())  # its result, read back by the pipeline from there
+
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}")
+        experiment = client.get_experiment_by_name("e2e")
+        parents = client.search_runs([experiment.experiment_id], "tags.`optuna.study` != ''")
+        assert len(parents) == 1
+        parent = parents[0]
+        assert parent.data.params["labeled_version"] == labels[0].stem
+        assert parent.data.tags["prefect.flow_run_id"] == child["id"]
+        assert parent.data.tags["label_studio.project_id"] == str(projects[0]["id"])
+        assert parent.data.metrics["test_accuracy"] > 0.3 and parent.data.metrics["onnx_parity_ok"] == 1.0
+        artifacts = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json={}).json()}
+        assert {"train-trials", "train-best-trial", "train-mlflow-run"} <= artifacts
