@@ -67,7 +67,9 @@ def make_pruner(kind: Pruner, max_epochs: int) -> Any:
     import optuna
 
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # Judge a trial only after the learning-rate warm-up and a third of its epochs, against at least
+        # three finished trials: earlier, good trials often look bad and would be stopped.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, max_epochs // 3))
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     return optuna.pruners.NopPruner()
