@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.store import LocalStore
 from loopline.labeling.labeled import LabeledRow
-from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
+from loopline.training.data import check_labeled_rows, loader_factory
 from loopline.training.hpo import Pruner, StudyResult, run_study
 from loopline.training.search import FloatRange, SearchSpace
 
@@ -33,13 +30,7 @@ def digit_rows(folder: Path, n: int) -> list[LabeledRow]:
 
 def study(rows: list[LabeledRow], pruner: Pruner, args: argparse.Namespace, tmp: Path) -> StudyResult:
     mapping = check_labeled_rows(rows)
-    cache: dict[str, Any] = {}
-
-    def loaders(size: int, batch_size: int, split: str) -> Any:
-        if split not in cache:
-            chosen = [r for r in rows if r.split == split]
-            cache[split] = LabeledImages(chosen, mapping, build_transform(size, train=split == "train"))
-        return torch.utils.data.DataLoader(cache[split], batch_size=batch_size, shuffle=split == "train")
+    loaders = loader_factory(rows, mapping)
 
     space = SearchSpace(
         lr=FloatRange(low=1e-5, high=1e-1, log=True), batch_sizes=[32, 64], optimizers=["adamw", "sgd"]

@@ -1,9 +1,10 @@
-"""The loopline pipeline: every stage of the loop, end to end (for now: collect → label → train).
+"""The loopline pipeline: every stage of the loop, end to end (for now: collect → label → train → register).
 
 Input: ``PipelineParameters``. Output: the references each stage produced. Run it through the deployment
 ``prefect deployment run 'loopline-pipeline/local'`` or with ``bash scripts/demo.sh`` (README command 1).
 The label stage waits for people (``loopline approve RUN_ID`` resumes it) unless ``label.auto_approve``.
 Training runs in the pipeline's process, or on another work pool when ``train_deployment`` names one.
+The register stage waits for a model review (``loopline approve RUN_ID``) unless ``register.auto_approve``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pydantic import BaseModel, Field
 
 from flows.collect import collect_flow
 from flows.label import label_stage
+from flows.register import register_stage
 from flows.train import train_stage
 from tasks.collect import CollectParameters, DatasetRef
 from tasks.label import LabeledDatasetRef, LabelParameters
+from tasks.register import RegisteredModelRef, RegisterParameters
 from tasks.train import TrainedModelRef, TrainParameters
 
 
@@ -23,6 +26,9 @@ class PipelineParameters(BaseModel):
     collect: CollectParameters = Field(..., description="What to collect.")
     label: LabelParameters = Field(default_factory=LabelParameters, description="How to label it.")
     train: TrainParameters = Field(default_factory=TrainParameters, description="How to train.")
+    register: RegisterParameters = Field(
+        default_factory=RegisterParameters, description="Where to register it and how to judge it."
+    )
     train_deployment: str | None = Field(
         default=None,
         description="Train as a run of this deployment (e.g. 'train-model/k8s-gpu' for GPUs); "
@@ -34,12 +40,14 @@ class PipelineResult(BaseModel):
     dataset: DatasetRef
     labels: LabeledDatasetRef
     model: TrainedModelRef
+    registered: RegisteredModelRef
 
 
 @flow(name="loopline-pipeline")
 def pipeline_flow(params: PipelineParameters) -> PipelineResult:
-    """Collect, label, train (then, as later stages land: register, deploy, A/B test)."""
+    """Collect, label, train, register (then, as later stages land: deploy, A/B test)."""
     dataset = collect_flow(params.collect)
     labels = label_stage(dataset, params.label)
     model = train_stage(labels, params.train, params.train_deployment)
-    return PipelineResult(dataset=dataset, labels=labels, model=model)
+    registered = register_stage(model, labels, params.register)
+    return PipelineResult(dataset=dataset, labels=labels, model=model, registered=registered)

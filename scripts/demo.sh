@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up and run the main job on the embedded default: the local platform on 127.0.0.1 and
-# the loopline pipeline (collect → label → train) on the demo data, through its Prefect deployment and the local
+# the loopline pipeline (collect → label → train → register) on the demo data, through its Prefect deployment and the local
 # worker, with the demo annotator answering in Label Studio.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,11 +15,12 @@ eval "$(.venv/bin/loopline env)"
   > "$LOOPLINE_HOME/logs/demo-annotator.log" 2>&1 &
 annotator=$!
 trap 'kill $annotator 2>/dev/null || true' EXIT
-# auto_approve is for the demo only: without it the run waits for `loopline approve RUN_ID`.
+# auto_approve (labels and model) is for the demo only: without it the run waits for `loopline approve RUN_ID`.
 # Training is dispatched to the train-model/local deployment (on a cluster: train-model/k8s-gpu).
 params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-1\"},
   \"label\": {\"auto_approve\": true, \"budget\": 300},
-  \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\"}}"
+  \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\",
+  \"register\": {\"auto_approve\": true}}}"
 .venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch
 echo
 echo "== datasets"

@@ -27,17 +27,25 @@ class Review(RunInput):
     reviewer: str = Field(default="", description="Who decides")
 
 
+class ModelReview(Review):
+    """A reviewer's decision on a model: approve (it becomes the champion) or reject (aliases untouched)."""
+
+
 def ask_for_review(
-    key: str, report_markdown: str, timeout_seconds: int, auto_approve: bool = False
+    key: str,
+    report_markdown: str,
+    timeout_seconds: int,
+    auto_approve: bool = False,
+    form_type: type[Review] = Review,
 ) -> Review:
-    """Stop at a typed approval showing ``report_markdown``; returns the decision."""
+    """Stop at a typed approval (``form_type``) showing ``report_markdown``; returns the decision."""
     logger = get_run_logger()
     if auto_approve:
         logger.warning("Review %s approved automatically (auto_approve=True: a demo, not a decision)", key)
-        return Review(
+        return form_type(
             decision="approve", comment="auto-approved by the demo (auto_approve=True)", reviewer="demo"
         )
-    form = Review.with_initial_data(description=report_markdown, reviewer=getpass.getuser())
+    form = form_type.with_initial_data(description=report_markdown, reviewer=getpass.getuser())
     context = FlowRunContext.get()
     under_deployment = bool(context and context.flow_run and context.flow_run.deployment_id)
     logger.info(

@@ -57,3 +57,7 @@ class TrainingDataError(LooplineError):
 
 class CheckpointError(LooplineError):
     """A checkpoint cannot be read or does not fit the model."""
+
+
+class RegistryError(LooplineError):
+    """A registry operation could not be done (invalid name, version not ready, incomparable models)."""

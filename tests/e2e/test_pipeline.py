@@ -1,6 +1,7 @@
-"""collect → label → train through `prefect deployment run` and a worker, with the demo annotator
-answering in a real Label Studio, the reviews sent by `loopline approve` (one rejection, then an
-approval), and training dispatched to the `train-model/local` deployment with `run_deployment`."""
+"""The whole pipeline, collect → label → train → register, through `prefect deployment run` and a
+worker: the demo annotator answers in a real Label Studio, the label reviews are sent by `loopline
+approve` (one rejection, then an approval), training is dispatched to the `train-model/local` deployment
+with `run_deployment`, and the model review is approved with `loopline approve`."""
 
 import json
 import re
@@ -11,6 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loopline.data.collect import collect
+from loopline.data.manifest import read_manifest
+from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
 from loopline.labeling.labeled import read_labeled_manifest
 from tests.platform import BIN, ROOT, run, running_platform
@@ -31,6 +35,16 @@ def wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 420
         assert flow_run["state_type"] not in {"FAILED", "CRASHED", "CANCELLED"}, flow_run["state"]
         time.sleep(2)
     raise AssertionError(f"flow run {run_id} did not reach {states}: {flow_run['state']}")
+
+
+def wait_for_pause(api: str, run_id: str, key_prefix: str, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flow_run = wait_for_state(api, run_id, {"PAUSED"}, timeout)
+        if (flow_run["state"]["state_details"].get("pause_key") or "").startswith(key_prefix):
+            return
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} did not pause at {key_prefix}*")
 
 
 def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) -> None:
@@ -97,7 +111,10 @@ def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) 
                 ["loopline", "approve", run_id, "--comment", "looks right", "--reviewer", "ada"], env
             )
             assert approved.returncode == 0, approved.stderr
-            wait_for_state(api, run_id, {"COMPLETED"}, timeout=900)
+            wait_for_pause(api, run_id, "model-review-")  # trained, registered, gated: waits for a person
+            shipped = run(["loopline", "approve", run_id, "--comment", "ship it", "--reviewer", "grace"], env)
+            assert shipped.returncode == 0, shipped.stderr
+            wait_for_state(api, run_id, {"COMPLETED"}, timeout=600)
         finally:
             annotator.terminate()
             annotator.wait(timeout=30)
@@ -105,10 +122,31 @@ def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) 
         late = run(["loopline", "approve", run_id], env)
         assert late.returncode == 1 and "not waiting for approval" in late.stderr
 
+        # Collect: only the real digits, versioned; the same collection done directly changes nothing.
+        data = LocalStore(home / "data")
+        manifests = sorted((home / "data" / "manifests").glob("*.jsonl"))
+        assert len(manifests) == 1
+        collected = read_manifest(data, manifests[0].stem)
+        truth = json.loads((home / "demo" / "ground_truth.json").read_text())
+        assert {r.content_hash for r in collected} <= set(truth)  # no corrupt file got in
+        assert all(r.source_label is None for r in collected)  # the pipeline never sees the labels
+        names = {Path(r.source_uri).name for r in collected}
+        assert not names & {"empty.png", "truncated.png", "notes.png", "tiny.png", "banner.png"}
+        assert not any(n.startswith("scan-") for n in names)  # near duplicates left out
+        direct = collect(LocalFolderSource(home / "demo" / "round-1"), data)
+        assert direct.version == manifests[0].stem and not direct.manifest_written
+        assert direct.images_written == 0
+        assert direct.quarantined == {
+            "extreme_aspect_ratio": 1,
+            "not_an_image": 1,
+            "too_small": 1,
+            "truncated": 1,
+            "zero_byte": 1,
+        }
+
         labels = sorted((home / "data" / "labels").glob("*.jsonl"))
         assert len(labels) == 1
-        rows = read_labeled_manifest(LocalStore(home / "data"), labels[0].stem)
-        truth = json.loads((home / "demo" / "ground_truth.json").read_text())
+        rows = read_labeled_manifest(data, labels[0].stem)
         assert 140 <= len(rows) <= 150  # ties go back for review; the rest are labeled
         assert sum(str(truth[r.content_hash]) == r.label for r in rows) >= 0.9 * len(rows)
         assert all(len(r.annotations) == 3 for r in rows)  # the rejection asked for a third annotator
@@ -147,3 +185,24 @@ def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) 
         assert parent.data.metrics["test_accuracy"] > 0.3 and parent.data.metrics["onnx_parity_ok"] == 1.0
         artifacts = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json={}).json()}
         assert {"train-trials", "train-best-trial", "train-mlflow-run"} <= artifacts
+
+        # Registered once, with lineage; approved by grace through `loopline approve`: the champion.
+        versions = client.search_model_versions("name = 'loopline-classifier'")
+        assert len(versions) == 1  # the reruns after each resume registered nothing twice
+        version = versions[0]
+        assert version.run_id == parent.info.run_id
+        assert version.tags["dataset_version"] == parent.data.tags["dataset_version"]
+        assert version.tags["label_studio.export_id"] == parent.data.tags["label_studio.export_id"]
+        assert version.tags["prefect.flow_run_id"] == run_id and len(version.tags["git.commit"]) == 40
+        assert version.tags["onnx.parity_ok"] == "True" and version.description.startswith(
+            "# loopline-classifier"
+        )
+        assert version.tags["review.decision"] == "approved" and version.tags["review.reviewer"] == "grace"
+        assert client.get_model_version_by_alias("loopline-classifier", "champion").version == version.version
+        assert (
+            client.get_model_version_by_alias("loopline-classifier", "challenger").version == version.version
+        )
+        audit = json.loads(version.tags["audit.champion"])
+        assert audit["who"] == "grace" and audit["why"] == "ship it" and audit["from_version"] is None
+        assert {"model-evaluation", "model-review", "model-aliases"} <= artifacts
+        assert {"collect-counts", "collect-summary", "collect-progress"} <= artifacts

@@ -7,7 +7,6 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 
 def main(storage: str, data: Path, workdir: Path, out: Path) -> None:
@@ -15,7 +14,7 @@ def main(storage: str, data: Path, workdir: Path, out: Path) -> None:
 
     from loopline.data.demo import labeled_digit_rows
     from loopline.data.store import LocalStore
-    from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
+    from loopline.training.data import check_labeled_rows, loader_factory
     from loopline.training.hpo import Heartbeat, run_study
     from loopline.training.search import FloatRange, SearchSpace
 
@@ -23,10 +22,7 @@ def main(storage: str, data: Path, workdir: Path, out: Path) -> None:
     rows = labeled_digit_rows(LocalStore(data), 200)
     mapping = check_labeled_rows(rows)
 
-    def loaders(size: int, batch_size: int, split: str) -> Any:
-        chosen = [r for r in rows if r.split == split]
-        images = LabeledImages(chosen, mapping, build_transform(size, train=split == "train"))
-        return torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=split == "train")
+    loaders = loader_factory(rows, mapping)
 
     result = run_study(
         loaders=loaders,

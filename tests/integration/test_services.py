@@ -35,8 +35,8 @@ def test_up_status_down(tmp_path: Path) -> None:
         pools = httpx.post(f"{api}/work_pools/filter", json={}).json()
         assert {("local", "process"), ("k8s-gpu", "kubernetes")} <= {(p["name"], p["type"]) for p in pools}
         blocks = httpx.post(f"{api}/block_documents/filter", json={}).json()
-        assert {"loopline"} == {b["name"] for b in blocks}
-        assert len(blocks) == 3
+        assert {"loopline", "loopline-results"} == {b["name"] for b in blocks}
+        assert len(blocks) == 4  # label studio, mlflow, data root, result storage
         token = (home / "secrets" / "label-studio-token").read_text().strip()
         ls = f"http://127.0.0.1:{env['LOOPLINE_LABEL_STUDIO_PORT']}"
         assert (

@@ -8,7 +8,7 @@ import pytest
 
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.store import LocalStore
-from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
+from loopline.training.data import check_labeled_rows, loader_factory
 from loopline.training.hpo import run_study, study_progress
 from loopline.training.search import FloatRange, SearchSpace
 
@@ -23,6 +23,7 @@ def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path) -> None:
     rows = labeled_digit_rows(LocalStore(tmp_path / "data"), 200)
     mapping = check_labeled_rows(rows)
     train_loaders = 0
+    real = loader_factory(rows, mapping)
 
     def loaders(size: int, batch_size: int, split: str) -> Any:
         nonlocal train_loaders
@@ -30,9 +31,7 @@ def test_a_failing_trial_does_not_stop_the_study(tmp_path: Path) -> None:
             train_loaders += 1
             if train_loaders == 2:  # the second trial loses its data mid-study
                 raise OSError("the data volume went away")
-        chosen = [r for r in rows if r.split == split]
-        images = LabeledImages(chosen, mapping, build_transform(size, train=split == "train"))
-        return torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=split == "train")
+        return real(size, batch_size, split)
 
     result = run_study(
         loaders=loaders,

@@ -94,3 +94,28 @@ class LabeledImages:
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         return self.transform(self.images[i]), self.targets[i]
+
+
+def loader_factory(
+    rows: Sequence[LabeledRow], mapping: ClassMapping, num_workers: int = 0, pin_memory: bool = False
+) -> Callable[[int, int, str], Any]:
+    """``make(input size, batch size, split)`` → a DataLoader of that split; each split's images are
+    decoded once per input size and shared by every trial."""
+    import torch
+
+    cache: dict[tuple[int, str], Any] = {}  # LabeledImages (a Dataset by protocol)
+
+    def make(size: int, batch_size: int, split: str) -> Any:
+        if (size, split) not in cache:
+            chosen = [r for r in rows if r.split == split]
+            cache[size, split] = LabeledImages(chosen, mapping, build_transform(size, train=split == "train"))
+        return torch.utils.data.DataLoader(
+            cache[size, split],
+            batch_size=batch_size,
+            shuffle=split == "train",
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
+
+    return make

@@ -16,6 +16,16 @@ class OnnxParity:
     samples: int
 
 
+def onnx_pip_requirements() -> list[str]:
+    """What serving the ONNX model needs, pinned to this environment (never inferred: see
+    benchmarks/register.py)."""
+    import onnx
+    import onnxruntime
+
+    versions = {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
+    return [f"{name}=={version}" for name, version in versions.items()]
+
+
 def export_onnx(model: Any, input_size: int, path: Path) -> Path:
     """Export with a dynamic batch axis (input ``image``: N x 3 x S x S float32, output ``logits``)."""
     import torch

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from loopline.labeling.labeled import LabeledRow
-from loopline.training.data import ClassMapping, LabeledImages, build_transform, check_labeled_rows
+from loopline.training.data import SPLITS, ClassMapping, check_labeled_rows, loader_factory
 from loopline.training.hpo import BEST_WEIGHTS, Heartbeat, Pruner, StudyResult, run_study
 from loopline.training.models import INPUT_SIZES, build_model
-from loopline.training.onnx_export import export_onnx, onnx_parity
+from loopline.training.onnx_export import export_onnx, onnx_parity, onnx_pip_requirements
 from loopline.training.plots import confusion_matrix, per_class_metrics, plot_confusion, plot_curves
 from loopline.training.search import SearchSpace
 
@@ -61,29 +61,6 @@ class TrainOutcome:
     trials: list[dict[str, Any]]
     data_wait_share: float = 0.0  # of the best trial's step time, spent waiting for the loader
     reused: bool = False  # an earlier finished training of the same study, returned as it was
-
-
-def _loader_factory(rows: list[LabeledRow], mapping: ClassMapping, request: TrainRequest) -> Any:
-    import torch
-
-    cache: dict[tuple[int, str], Any] = {}
-
-    def make(size: int, batch_size: int, split: str) -> Any:
-        key = (size, split)
-        if key not in cache:
-            cache[key] = LabeledImages(
-                [r for r in rows if r.split == split], mapping, build_transform(size, train=split == "train")
-            )
-        return torch.utils.data.DataLoader(
-            cache[key],
-            batch_size=batch_size,
-            shuffle=split == "train",
-            num_workers=request.num_workers,
-            pin_memory=request.pin_memory,
-            persistent_workers=request.num_workers > 0,
-        )
-
-    return make
 
 
 def study_name_for(request: TrainRequest) -> str:
@@ -149,7 +126,7 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
     import torch
 
     mapping = check_labeled_rows(rows)
-    loaders = _loader_factory(rows, mapping, request)
+    loaders = loader_factory(rows, mapping, request.num_workers, request.pin_memory)
     study_name = study_name_for(request)
     mlflow.set_tracking_uri(request.tracking_uri)
     mlflow.set_experiment(request.experiment)
@@ -206,7 +183,6 @@ def _evaluate_and_log(
     import mlflow
     import mlflow.onnx
     import onnx
-    import onnxruntime
     import torch
 
     params = study.best_params
@@ -240,6 +216,8 @@ def _evaluate_and_log(
             json.dumps({"labels": list(mapping.labels), "input_size": size})
         )
         (folder / "trials.json").write_text(json.dumps([asdict(t) for t in study.trials], indent=1))
+        splits = {name: sorted(r.content_hash for r in rows if r.split == name) for name in SPLITS}
+        (folder / "splits.json").write_text(json.dumps(splits))  # the register gate checks for leaks
         torch.save(
             {"model": model.state_dict(), "params": params, "labels": list(mapping.labels)},
             folder / "state_dict.pt",
@@ -250,6 +228,7 @@ def _evaluate_and_log(
             "per_class_metrics.json",
             "class_mapping.json",
             "trials.json",
+            "splits.json",
             "state_dict.pt",
         ):
             if (folder / name).exists():
@@ -270,11 +249,7 @@ def _evaluate_and_log(
             onnx.load(str(onnx_path)),
             name="model",
             input_example=example,
-            pip_requirements=[
-                f"onnxruntime=={onnxruntime.__version__}",
-                f"onnx=={onnx.__version__}",
-                f"numpy=={np.__version__}",
-            ],
+            pip_requirements=onnx_pip_requirements(),
         )
     return TrainOutcome(
         run_id=run_id,

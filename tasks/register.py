@@ -1,0 +1,200 @@
+"""Register tasks: a trained run → a registered version with lineage and a model card, evaluated with its
+ONNX artifact against the champion on the challenger's frozen test split, and the decision recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.context import FlowRunContext
+from pydantic import BaseModel, Field, field_validator
+
+from loopline.data.store import open_store
+from loopline.errors import RegistryError
+from loopline.labeling.labeled import read_labeled_manifest
+from loopline.registry.evaluation import Evaluation, evaluate_onnx
+from loopline.registry.gate import GateRules, IncomparableModels, check_no_leak
+from loopline.registry.registry import (
+    CHAMPION,
+    Registered,
+    check_mlflow,
+    check_model_name,
+    register_run,
+    resolve_alias,
+)
+from loopline.registry.report import render_model_card
+from loopline.settings import get_settings
+from loopline.training.data import ClassMapping, LabeledImages, build_transform
+from tasks.label import LabeledDatasetRef
+from tasks.retry import retry_on_transient_io
+from tasks.train import TrainedModelRef
+
+
+class RegisterParameters(BaseModel):
+    """How to register and judge a model (rendered as a form in the Prefect UI)."""
+
+    model_name: str = Field(default="loopline-classifier", description="Registered model name in MLflow.")
+    gate: GateRules = Field(default_factory=GateRules)
+    auto_approve: bool = Field(
+        default=False, description="DEMO ONLY: approve without a person. Otherwise the run waits."
+    )
+    review_timeout_hours: float = Field(default=72, gt=0)
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        check_model_name(name)
+        return name
+
+
+class RegisteredModelRef(BaseModel):
+    name: str
+    version: str
+    run_id: str
+    decision: Literal["approved", "rejected", "gate_failed"]
+    champion_version: str | None
+    violations: list[str] = Field(default_factory=list)
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def lineage_tags(model: TrainedModelRef, labels: LabeledDatasetRef) -> dict[str, str]:
+    settings = get_settings()
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context and context.flow_run else ""
+    ui = settings.resolved_prefect_api_url.removesuffix("/api")
+    return {
+        "dataset_version": labels.dataset_version,
+        "labeled_version": labels.version,
+        "label_studio.project_id": str(labels.project_id),
+        "label_studio.export_id": str(labels.export_id),
+        "labels.kappa": "" if labels.kappa is None else f"{labels.kappa:.4f}",
+        "training.run_id": model.run_id,
+        "training.test_accuracy": f"{model.test_accuracy:.4f}",
+        "prefect.flow_run_id": run_id,
+        "prefect.flow_run_url": f"{ui}/runs/flow-run/{run_id}" if run_id else "",
+        "git.commit": git_commit(settings.resolved_project_root),
+        "onnx.max_abs_diff": f"{model.onnx_max_abs_diff:.3g}",
+        "onnx.parity_ok": str(model.onnx_max_abs_diff <= 1e-3),
+    }
+
+
+def mlflow_client(tracking_uri: str) -> Any:
+    import mlflow
+
+    check_mlflow(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri)
+
+
+@task(
+    name="register-version", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_on_transient_io
+)
+def register_version(
+    model: TrainedModelRef, labels: LabeledDatasetRef, params: RegisterParameters
+) -> Registered:
+    """Register the training run once (a rerun returns the same version) with lineage and a model card."""
+    client = mlflow_client(model.tracking_uri)
+    tags = lineage_tags(model, labels)
+    registered = register_run(client, params.model_name, model.run_id, tags, description="")
+    if not client.get_model_version(params.model_name, registered.version).description:  # also heals a crash
+        card = render_model_card(params.model_name, registered.version, tags, tuple(model.labels))
+        client.update_model_version(params.model_name, registered.version, card)
+    get_run_logger().info(
+        "%s %s version %s (run %s)",
+        "Registered" if registered.created else "Already registered:",
+        params.model_name,
+        registered.version,
+        model.run_id,
+    )
+    return registered
+
+
+def _run_files(run_id: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, list[str]]]:
+    """(ONNX file, class mapping, splits) of a training run."""
+    import mlflow
+
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(folder))
+    )
+    mapping = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="class_mapping.json", dst_path=str(folder)
+            )
+        ).read_text()
+    )
+    splits = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="splits.json", dst_path=str(folder)
+            )
+        ).read_text()
+    )
+    return next(model_dir.glob("*.onnx")), mapping, splits
+
+
+@task(
+    name="evaluate-against-champion",
+    retries=2,
+    retry_delay_seconds=[5, 15],
+    retry_condition_fn=retry_on_transient_io,
+)
+def evaluate_against_champion(
+    registered: Registered, model: TrainedModelRef, labels: LabeledDatasetRef, params: RegisterParameters
+) -> tuple[Evaluation, Evaluation | None, str | None]:
+    """The challenger and (if any) the champion, both through ONNX Runtime on the challenger's test split."""
+    client = mlflow_client(model.tracking_uri)
+    rows = [
+        r
+        for r in read_labeled_manifest(open_store(labels.data_root, get_settings()), labels.version)
+        if r.split == "test"
+    ]
+    hashes = [r.content_hash for r in rows]
+    test_set = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
+    champion = resolve_alias(client, params.model_name, CHAMPION)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path, mapping, _ = _run_files(model.run_id, Path(tmp) / "challenger")
+        classes = ClassMapping(tuple(mapping["labels"]))
+        images, truth = _test_arrays(rows, classes, int(mapping["input_size"]))
+        challenger_eval = evaluate_onnx(onnx_path, images, truth, classes.labels, hashes, test_set)
+        if champion is None or str(champion.version) == registered.version:
+            return challenger_eval, None, None
+        champion_path, champion_mapping, champion_splits = _run_files(champion.run_id, Path(tmp) / "champion")
+        if tuple(champion_mapping["labels"]) != classes.labels:
+            raise IncomparableModels(
+                f"The champion v{champion.version} predicts {champion_mapping['labels']}, the challenger "
+                f"{list(classes.labels)}. To fix this, register a model with a new label set under a new "
+                "name."
+            )
+        check_no_leak(
+            set(champion_splits["train"]) | set(champion_splits["val"]), set(hashes), f"v{champion.version}"
+        )
+        size = int(champion_mapping["input_size"])
+        champion_images = (
+            images if size == int(mapping["input_size"]) else _test_arrays(rows, classes, size)[0]
+        )
+        champion_eval = evaluate_onnx(champion_path, champion_images, truth, classes.labels, hashes, test_set)
+    return challenger_eval, champion_eval, str(champion.version)
+
+
+def _test_arrays(rows: list[Any], classes: ClassMapping, size: int) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        raise RegistryError("The labeled manifest has no test split. To fix this, relabel with more images.")
+    dataset = LabeledImages(rows, classes, build_transform(size, train=False))
+    pairs = [dataset[i] for i in range(len(dataset))]
+    return np.stack([p[0].numpy() for p in pairs]).astype(np.float32), np.array([p[1] for p in pairs])
