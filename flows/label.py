@@ -20,6 +20,7 @@ from loopline.labeling.agreement import check_agreement_gate
 from loopline.labeling.report import render_agreement_report
 from tasks.collect import DatasetRef
 from tasks.label import (
+    ChampionRef,
     LabeledDatasetRef,
     LabelParameters,
     agreement_of,
@@ -42,11 +43,14 @@ def _gate_violations(report, params: LabelParameters) -> list[str]:  # type: ign
     return []
 
 
-def label_stage(dataset: DatasetRef, params: LabelParameters) -> LabeledDatasetRef:
-    """The label stage's tasks, run inside the calling flow (so a suspension suspends that flow run)."""
+def label_stage(
+    dataset: DatasetRef, params: LabelParameters, champion: ChampionRef | None = None
+) -> LabeledDatasetRef:
+    """The label stage's tasks, run inside the calling flow (so a suspension suspends that flow run).
+    With a ``champion`` from an earlier round, it chooses the images and pre-annotates them."""
     logger = get_run_logger()
     project = prepare_project(dataset, params)
-    target = import_round(dataset, project, params)
+    target = import_round(dataset, project, params, champion)
     with studio_from_block() as studio:
         project_url = f"{studio.url}/projects/{project.id}"
     for round_number in range(params.max_review_rounds):
@@ -69,7 +73,7 @@ def label_stage(dataset: DatasetRef, params: LabelParameters) -> LabeledDatasetR
         record_review("label", f"project {project.id}, export {export_id}", review)
         if review.decision == "approve":
             check_agreement_gate(report, params.min_kappa, params.min_label_kappa)
-            return write_labeled(dataset, project, export_id, summary, report, params)
+            return write_labeled(dataset, project, export_id, summary, report, params, champion)
         logger.info(
             "Labels sent back (%s): asking for %d annotations per image", review.comment, annotators + 1
         )
@@ -80,6 +84,8 @@ def label_stage(dataset: DatasetRef, params: LabelParameters) -> LabeledDatasetR
 
 
 @flow(name="label-images")
-def label_flow(dataset: DatasetRef, params: LabelParameters | None = None) -> LabeledDatasetRef:
-    """Label a collected dataset version in Label Studio."""
-    return label_stage(dataset, params or LabelParameters())
+def label_flow(
+    dataset: DatasetRef, params: LabelParameters | None = None, champion: ChampionRef | None = None
+) -> LabeledDatasetRef:
+    """Label a collected dataset version (with a champion: active learning and pre-annotations)."""
+    return label_stage(dataset, params or LabelParameters(), champion)

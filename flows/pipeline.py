@@ -18,8 +18,8 @@ from flows.register import register_stage
 from flows.train import train_stage
 from tasks.collect import CollectParameters, DatasetRef
 from tasks.label import LabeledDatasetRef, LabelParameters
-from tasks.register import RegisteredModelRef, RegisterParameters
-from tasks.train import TrainedModelRef, TrainParameters
+from tasks.register import RegisteredModelRef, RegisterParameters, find_champion
+from tasks.train import TrainedModelRef, TrainParameters, tracking_uri
 
 
 class PipelineParameters(BaseModel):
@@ -47,7 +47,8 @@ class PipelineResult(BaseModel):
 def pipeline_flow(params: PipelineParameters) -> PipelineResult:
     """Collect, label, train, register (then, as later stages land: deploy, A/B test)."""
     dataset = collect_flow(params.collect)
-    labels = label_stage(dataset, params.label)
+    champion = find_champion(params.register.model_name, tracking_uri())  # None in the first round
+    labels = label_stage(dataset, params.label, champion)
     model = train_stage(labels, params.train, params.train_deployment)
     registered = register_stage(model, labels, params.register)
     return PipelineResult(dataset=dataset, labels=labels, model=model, registered=registered)

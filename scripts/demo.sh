@@ -17,11 +17,18 @@ annotator=$!
 trap 'kill $annotator 2>/dev/null || true' EXIT
 # auto_approve (labels and model) is for the demo only: without it the run waits for `loopline approve RUN_ID`.
 # Training is dispatched to the train-model/local deployment (on a cluster: train-model/k8s-gpu).
-params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-1\"},
-  \"label\": {\"auto_approve\": true, \"budget\": 300},
-  \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\",
-  \"register\": {\"auto_approve\": true}}}"
-.venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch
+# Round 1: a random first batch is labeled, trained on, registered and approved: the champion.
+# Round 2: new images; the champion picks what to label (active learning) and pre-annotates it; the
+# challenger trained on both rounds' labels is gated against the champion, then approved. The demo's test
+# split has ~6 images per class, so one image moves a class's recall by ~0.17: the gate allows 0.25.
+for round in 1 2; do
+  echo "== round $round"
+  params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-$round\"},
+    \"label\": {\"auto_approve\": true, \"budget\": 200},
+    \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\",
+    \"register\": {\"auto_approve\": true, \"gate\": {\"max_class_regression\": 0.25}}}}"
+  .venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch
+done
 echo
 echo "== datasets"
 .venv/bin/loopline datasets
@@ -29,7 +36,17 @@ echo
 echo "== labeled manifests"
 ls "$LOOPLINE_HOME"/data/labels/
 echo
-echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, train-trials, train-best-trial)"
+echo "== registry: loopline-classifier"
+.venv/bin/python - <<'PY'
+import mlflow
+from loopline.settings import get_settings
+client = mlflow.MlflowClient(get_settings().resolved_mlflow_tracking_uri)
+for v in sorted(client.search_model_versions("name = 'loopline-classifier'"), key=lambda v: int(v.version)):
+    print(f"v{v.version}: aliases {v.aliases}, decision {v.tags.get('review.decision')}, "
+          f"test accuracy {v.tags.get('training.test_accuracy')}, dataset {v.tags.get('dataset_version')}")
+PY
+echo
+echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, label-selection, train-trials, model-evaluation, model-aliases)"
 echo "MLflow UI:     $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_mlflow_tracking_uri)')  (experiment loopline: the training run, its trials, the ONNX model)"
 echo "Label Studio:  $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_label_studio_url)')  (user admin@loopline.local, password in .loopline/secrets/)"
 echo "Stop the platform with: .venv/bin/loopline services down"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Literal
 from uuid import UUID
 
@@ -17,17 +19,22 @@ from prefect.artifacts import (
 from pydantic import BaseModel, Field
 
 from blocks.servers import BLOCK_NAME, LabelStudioServer
-from loopline.data.manifest import read_manifest
+from loopline.data.manifest import ManifestRow, read_manifest
 from loopline.data.s3 import parse_s3_uri
 from loopline.data.splits import SplitFractions
 from loopline.data.store import open_store
 from loopline.errors import LabelStudioUnavailable
+from loopline.labeling.active import uncertainty_scores
 from loopline.labeling.agreement import AgreementReport, agreement_report
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
 from loopline.labeling.export import ExportSummary, parse_classification_export
-from loopline.labeling.labeled import build_labeled_rows, write_labeled_manifest
+from loopline.labeling.labeled import build_labeled_rows, read_labeled_manifest, write_labeled_manifest
+from loopline.labeling.preannotate import choose_for_labeling, score_images, thumbnail_embeddings
+from loopline.labeling.predictions import classification_prediction, validate_predictions
 from loopline.labeling.studio import LabelStudio, Project, ProjectProgress
+from loopline.registry.artifacts import download_model_files
 from loopline.settings import get_settings
+from loopline.training.data import build_transform, load_image
 from tasks.collect import DatasetRef
 from tasks.retry import retry_on_transient_io
 
@@ -66,6 +73,16 @@ class LabeledDatasetRef(BaseModel):
     export_id: int
     images: int
     kappa: float | None
+
+
+class ChampionRef(BaseModel):
+    """The model people approved last: it scores the next round's images and is the bar to beat."""
+
+    name: str
+    version: str
+    run_id: str
+    labeled_version: str
+    dataset_version: str
 
 
 def studio_from_block() -> LabelStudio:
@@ -140,27 +157,37 @@ def task_image(stored_uri: str, data_root: str) -> str:
     retry_condition_fn=retry_on_transient_io,
 )
 def import_round(
-    dataset: DatasetRef, project: Project, params: LabelParameters, batch_size: int = 500
+    dataset: DatasetRef,
+    project: Project,
+    params: LabelParameters,
+    champion: ChampionRef | None = None,
+    batch_size: int = 500,
 ) -> int:
-    """Send this round's images to the project (a seeded random choice: no model yet). Idempotent."""
+    """Send this round's images to the project; idempotent. Without a champion (round 1) a seeded random
+    choice; with one, active learning on the champion's scores, its answers sent as pre-annotations."""
     settings = get_settings()
     rows = read_manifest(open_store(dataset.data_root, settings), dataset.version)
     with studio_from_block() as studio:
         present = studio.task_hashes(project.id)
         missing = max(0, params.budget - len(present))
         candidates = sorted((r for r in rows if r.content_hash not in present), key=lambda r: r.content_hash)
-        rng = np.random.default_rng(params.seed)
-        chosen = [
-            candidates[i]
-            for i in sorted(rng.choice(len(candidates), min(missing, len(candidates)), replace=False))
-        ]
+        predictions: dict[str, dict[str, object]] = {}
+        if missing and prior_round(champion):
+            assert champion is not None
+            config = parse_label_config(project.label_config, params.task_type, params.labels)
+            chosen, predictions = select_with_champion(candidates, missing, champion, dataset, config, params)
+        else:
+            rng = np.random.default_rng(params.seed)
+            picks = rng.choice(len(candidates), min(missing, len(candidates)), replace=False)
+            chosen = [candidates[i] for i in sorted(picks)]
         tasks = [
             {
                 "data": {
                     "image": task_image(r.stored_uri, dataset.data_root),
                     "content_hash": r.content_hash,
                     "dataset_version": dataset.version,
-                }
+                },
+                **({"predictions": [predictions[r.content_hash]]} if r.content_hash in predictions else {}),
             }
             for r in chosen
         ]
@@ -168,6 +195,60 @@ def import_round(
             studio.import_tasks(project.id, tasks[start : start + batch_size])
     get_run_logger().info("Imported %d tasks (%d were already there)", len(tasks), len(present))
     return len(present) + len(tasks)
+
+
+def prior_round(champion: ChampionRef | None) -> bool:
+    """A champion with known training labels: this is a later round of the loop. (Its labels are merged
+    into this round's manifest; when it was trained on this round's labels already, that is a no-op.)"""
+    return champion is not None and bool(champion.labeled_version)
+
+
+def select_with_champion(
+    candidates: list[ManifestRow],
+    budget: int,
+    champion: ChampionRef,
+    dataset: DatasetRef,
+    config: LabelConfig,
+    params: LabelParameters,
+) -> tuple[list[ManifestRow], dict[str, dict[str, object]]]:
+    """The champion scores the images not labeled yet; margin x k-center picks ``budget`` of them."""
+    store = open_store(dataset.data_root, get_settings())
+    prior = read_labeled_manifest(store, champion.labeled_version)
+    known = {r.content_hash for r in prior}
+    pool = [r for r in candidates if r.content_hash not in known]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path, mapping, _ = download_model_files(champion.run_id, Path(tmp))
+        images = [load_image(r.stored_uri) for r in pool]
+        transform = build_transform(int(mapping["input_size"]), train=False)
+        inputs = np.stack([transform(i).numpy() for i in images]).astype(np.float32)
+        scored = score_images(onnx_path, inputs, images)
+    labeled = thumbnail_embeddings([load_image(r.stored_uri) for r in prior])
+    picks = choose_for_labeling(scored, labeled, budget, params.seed)
+    model_version = f"{champion.name} v{champion.version}"
+    labels = mapping["labels"]
+    margins = uncertainty_scores(scored.probabilities, "margin") if pool else np.zeros(0)
+    predictions = {
+        pool[i].content_hash: classification_prediction(
+            config,
+            labels[int(scored.probabilities[i].argmax())],
+            float(scored.probabilities[i].max()),
+            model_version,
+        ).as_dict()
+        for i in picks
+    }
+    validate_predictions(config, list(predictions.items()))
+    create_markdown_artifact(
+        key="label-selection",
+        markdown=(
+            f"# Round selection by {model_version}\n\n- strategy: margin uncertainty x k-center diversity "
+            f"(8x8 thumbnails)\n- pool: {len(pool)} unlabeled images; {len(prior)} labeled before\n"
+            f"- chosen: {len(picks)}; mean margin uncertainty {margins[picks].mean() if picks else 0:.3f} "
+            f"(pool: {margins.mean() if pool else 0:.3f})\n"
+            "- every chosen task carries the champion's answer as a pre-annotation\n"
+        ),
+        description=f"active learning with {model_version}",
+    )
+    return [pool[i] for i in sorted(picks)], predictions
 
 
 @task(name="wait-for-labels")
@@ -239,10 +320,13 @@ def write_labeled(
     summary: ExportSummary,
     report: AgreementReport,
     params: LabelParameters,
+    champion: ChampionRef | None = None,
 ) -> LabeledDatasetRef:
+    """The labeled manifest of this round; in later rounds, with the labels the champion learned from
+    carried forward unchanged (their splits too: an image once in test stays in test)."""
     settings = get_settings()
     store = open_store(dataset.data_root, settings)
-    rows = build_labeled_rows(
+    new_rows = build_labeled_rows(
         read_manifest(store, dataset.version),
         summary.items,
         dataset.version,
@@ -250,6 +334,13 @@ def write_labeled(
         export_id,
         SplitFractions(val=params.val_fraction, test=params.test_fraction),
         params.seed,
+    )
+    prior = []
+    if champion is not None and prior_round(champion):
+        prior = read_labeled_manifest(store, champion.labeled_version)
+    known = {r.content_hash for r in prior}
+    rows = sorted(
+        [*prior, *(r for r in new_rows if r.content_hash not in known)], key=lambda r: r.content_hash
     )
     version, uri = write_labeled_manifest(store, rows)
     get_run_logger().info("Labeled manifest %s: %d images (%s)", version, len(rows), uri)

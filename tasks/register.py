@@ -4,7 +4,6 @@ ONNX artifact against the champion on the challenger's frozen test split, and th
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from loopline.data.store import open_store
 from loopline.errors import RegistryError
 from loopline.labeling.labeled import read_labeled_manifest
+from loopline.registry.artifacts import download_model_files
 from loopline.registry.evaluation import Evaluation, evaluate_onnx
 from loopline.registry.gate import GateRules, IncomparableModels, check_no_leak
 from loopline.registry.registry import (
@@ -31,7 +31,7 @@ from loopline.registry.registry import (
 from loopline.registry.report import render_model_card
 from loopline.settings import get_settings
 from loopline.training.data import ClassMapping, LabeledImages, build_transform
-from tasks.label import LabeledDatasetRef
+from tasks.label import ChampionRef, LabeledDatasetRef
 from tasks.retry import retry_on_transient_io
 from tasks.train import TrainedModelRef
 
@@ -60,6 +60,21 @@ class RegisteredModelRef(BaseModel):
     decision: Literal["approved", "rejected", "gate_failed"]
     champion_version: str | None
     violations: list[str] = Field(default_factory=list)
+
+
+@task(name="find-champion", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_on_transient_io)
+def find_champion(model_name: str, tracking_uri: str) -> ChampionRef | None:
+    """The version behind the ``champion`` alias, with the labeled data it learned from (its lineage tags)."""
+    champion = resolve_alias(mlflow_client(tracking_uri), model_name, CHAMPION)
+    if champion is None:
+        return None
+    return ChampionRef(
+        name=model_name,
+        version=str(champion.version),
+        run_id=champion.run_id,
+        labeled_version=champion.tags.get("labeled_version", ""),
+        dataset_version=champion.tags.get("dataset_version", ""),
+    )
 
 
 def git_commit(root: Path) -> str:
@@ -124,30 +139,6 @@ def register_version(
     return registered
 
 
-def _run_files(run_id: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, list[str]]]:
-    """(ONNX file, class mapping, splits) of a training run."""
-    import mlflow
-
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=str(folder))
-    )
-    mapping = json.loads(
-        Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="class_mapping.json", dst_path=str(folder)
-            )
-        ).read_text()
-    )
-    splits = json.loads(
-        Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path="splits.json", dst_path=str(folder)
-            )
-        ).read_text()
-    )
-    return next(model_dir.glob("*.onnx")), mapping, splits
-
-
 @task(
     name="evaluate-against-champion",
     retries=2,
@@ -168,13 +159,15 @@ def evaluate_against_champion(
     test_set = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
     champion = resolve_alias(client, params.model_name, CHAMPION)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path, mapping, _ = _run_files(model.run_id, Path(tmp) / "challenger")
+        onnx_path, mapping, _ = download_model_files(model.run_id, Path(tmp) / "challenger")
         classes = ClassMapping(tuple(mapping["labels"]))
         images, truth = _test_arrays(rows, classes, int(mapping["input_size"]))
         challenger_eval = evaluate_onnx(onnx_path, images, truth, classes.labels, hashes, test_set)
         if champion is None or str(champion.version) == registered.version:
             return challenger_eval, None, None
-        champion_path, champion_mapping, champion_splits = _run_files(champion.run_id, Path(tmp) / "champion")
+        champion_path, champion_mapping, champion_splits = download_model_files(
+            champion.run_id, Path(tmp) / "champion"
+        )
         if tuple(champion_mapping["labels"]) != classes.labels:
             raise IncomparableModels(
                 f"The champion v{champion.version} predicts {champion_mapping['labels']}, the challenger "

@@ -17,6 +17,7 @@ from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
 from loopline.labeling.labeled import read_labeled_manifest
+from loopline.labeling.studio import LabelStudio
 from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +38,28 @@ def wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 420
     raise AssertionError(f"flow run {run_id} did not reach {states}: {flow_run['state']}")
 
 
+def start_demo_annotator(home: Path, env: dict[str, str]) -> subprocess.Popen:  # type: ignore[type-arg]
+    """The DEMO ANNOTATOR: answers every open Label Studio task from the demo ground truth."""
+    truth = str(home / "demo" / "ground_truth.json")
+    return subprocess.Popen(
+        [
+            str(BIN / "loopline"),
+            "demo-annotate",
+            truth,
+            "--seconds",
+            "900",
+            "--interval",
+            "1",
+            "--error-rate",
+            "0.05",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def wait_for_pause(api: str, run_id: str, key_prefix: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,30 +70,14 @@ def wait_for_pause(api: str, run_id: str, key_prefix: str, timeout: float = 900)
     raise AssertionError(f"flow run {run_id} did not pause at {key_prefix}*")
 
 
-def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) -> None:
+def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
     import mlflow
 
     home = tmp_path / "home"
     with running_platform(home) as env:
         assert run(["loopline", "deploy"], env).returncode == 0
         assert run(["loopline", "demo-data", str(home / "demo")], env).returncode == 0
-        annotator = subprocess.Popen(
-            [
-                str(BIN / "loopline"),
-                "demo-annotate",
-                str(home / "demo" / "ground_truth.json"),
-                "--seconds",
-                "600",
-                "--interval",
-                "1",
-                "--error-rate",
-                "0.05",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        annotator = start_demo_annotator(home, env)
         try:
             params = {
                 "collect": {"source": str(home / "demo" / "round-1")},
@@ -206,3 +213,73 @@ def test_pipeline_labels_with_review_and_trains_on_a_deployment(tmp_path: Path) 
         assert audit["who"] == "grace" and audit["why"] == "ship it" and audit["from_version"] is None
         assert {"model-evaluation", "model-review", "model-aliases"} <= artifacts
         assert {"collect-counts", "collect-summary", "collect-progress"} <= artifacts
+
+        # Round 2: more images; the champion chooses what to label (active learning) and pre-annotates it;
+        # the challenger is gated against the champion (rules relaxed: the test set is small) and approved.
+        annotator = start_demo_annotator(home, env)
+        try:
+            round_two = {
+                "collect": {"source": str(home / "demo" / "round-2")},
+                "label": {"budget": 100, "poll_seconds": 1, "auto_approve": True},
+                "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
+                "train_deployment": "train-model/local",
+                "register": {"gate": {"min_gain": -1, "max_class_regression": 1}},
+            }
+            started = run(
+                [
+                    "prefect",
+                    "deployment",
+                    "run",
+                    "loopline-pipeline/local",
+                    "--params",
+                    json.dumps({"params": round_two}),
+                ],
+                env,
+            )
+            assert started.returncode == 0, started.stdout + started.stderr
+            second = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)  # type: ignore[union-attr]
+            wait_for_pause(api, second, "model-review-")
+            promoted = run(["loopline", "approve", second, "--comment", "round 2", "--reviewer", "ada"], env)
+            assert promoted.returncode == 0, promoted.stderr
+            wait_for_state(api, second, {"COMPLETED"}, timeout=600)
+        finally:
+            annotator.terminate()
+            annotator.wait(timeout=30)
+
+        manifests = {p.stem for p in (home / "data" / "labels").glob("*.jsonl")} - {labels[0].stem}
+        assert len(manifests) == 1
+        merged = {r.content_hash: r for r in read_labeled_manifest(data, manifests.pop())}
+        assert all(merged[r.content_hash].split == r.split for r in rows)  # round 1 carried, splits frozen
+        assert 225 <= len(merged) <= 250
+        projects = httpx.get(f"{ls}/api/projects", headers={"Authorization": f"Token {token}"}).json()[
+            "results"
+        ]
+        newest = max(projects, key=lambda p: p["id"])
+        with LabelStudio(ls, token) as studio:
+            tasks = studio.tasks_with_annotations(newest["id"])
+        assert len(tasks) == 100  # the budget, chosen by the champion
+        assert all(t["predictions"][0]["model_version"] == "loopline-classifier v1" for t in tasks)
+
+        v2 = client.get_model_version_by_alias("loopline-classifier", "champion")
+        assert v2.version != version.version and v2.tags["review.reviewer"] == "ada"
+        assert v2.tags["dataset_version"] != version.tags["dataset_version"]
+        assert v2.tags["labeled_version"] in {p.stem for p in (home / "data" / "labels").glob("*.jsonl")}
+        moved = json.loads(v2.tags["audit.champion"])
+        assert (moved["from_version"], moved["to_version"], moved["why"]) == (
+            version.version,
+            v2.version,
+            "round 2",
+        )
+        assert [
+            c["alias"]
+            for c in map(
+                json.loads,
+                (
+                    v
+                    for k, v in sorted(client.get_registered_model("loopline-classifier").tags.items())
+                    if k.startswith("audit.")
+                ),
+            )
+        ] == ["challenger", "champion", "challenger", "champion"]
+        keys = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json={}).json()}
+        assert "label-selection" in keys

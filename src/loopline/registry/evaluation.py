@@ -56,6 +56,15 @@ def expected_calibration_error(probabilities: np.ndarray, truth: np.ndarray, bin
     return float(total)
 
 
+def onnx_logits(session: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of an ONNX Runtime session (input ``image``, output ``logits``) over ``images`` in batches."""
+    batches = [
+        session.run(["logits"], {"image": images[i : i + batch_size]})[0]
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
+
+
 def evaluate_onnx(
     model_path: Path,
     images: np.ndarray,
@@ -70,12 +79,7 @@ def evaluate_onnx(
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    logits = np.concatenate(
-        [
-            session.run(["logits"], {"image": images[i : i + batch_size]})[0]
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+    logits = onnx_logits(session, images, batch_size)
     if logits.shape[1] != len(labels):
         raise ValueError(
             f"The model at {model_path} has {logits.shape[1]} outputs but the test set has {len(labels)} "
