@@ -60,6 +60,23 @@ def start_demo_annotator(home: Path, env: dict[str, str]) -> subprocess.Popen:  
     )
 
 
+def start_pipeline(params: dict, env: dict[str, str]) -> str:  # type: ignore[type-arg]
+    """`prefect deployment run loopline-pipeline/local` with ``params``; returns the flow run id."""
+    started = run(
+        [
+            "prefect",
+            "deployment",
+            "run",
+            "loopline-pipeline/local",
+            "--params",
+            json.dumps({"params": params}),
+        ],
+        env,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    return re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)  # type: ignore[union-attr]
+
+
 def wait_for_pause(api: str, run_id: str, key_prefix: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,19 +102,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
                 "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
             }
-            started = run(
-                [
-                    "prefect",
-                    "deployment",
-                    "run",
-                    "loopline-pipeline/local",
-                    "--params",
-                    json.dumps({"params": params}),
-                ],
-                env,
-            )
-            assert started.returncode == 0, started.stdout + started.stderr
-            run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)  # type: ignore[union-attr]
+            run_id = start_pipeline(params, env)
             api = env["PREFECT_API_URL"]
 
             wait_for_state(api, run_id, {"PAUSED"})
@@ -225,19 +230,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
                 "train_deployment": "train-model/local",
                 "register": {"gate": {"min_gain": -1, "max_class_regression": 1}},
             }
-            started = run(
-                [
-                    "prefect",
-                    "deployment",
-                    "run",
-                    "loopline-pipeline/local",
-                    "--params",
-                    json.dumps({"params": round_two}),
-                ],
-                env,
-            )
-            assert started.returncode == 0, started.stdout + started.stderr
-            second = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)  # type: ignore[union-attr]
+            second = start_pipeline(round_two, env)
             wait_for_pause(api, second, "model-review-")
             promoted = run(["loopline", "approve", second, "--comment", "round 2", "--reviewer", "ada"], env)
             assert promoted.returncode == 0, promoted.stderr
