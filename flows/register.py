@@ -81,7 +81,16 @@ def register_stage(
     challenger, champion, champion_version = evaluate_against_champion(registered, model, labels, params)
     comparison = compare(challenger, champion)
     violations = gate_violations(challenger, comparison, params.gate)
-    report = render_evaluation(name, version, challenger, champion, champion_version, comparison, violations)
+    report = render_evaluation(
+        name,
+        version,
+        challenger,
+        champion,
+        champion_version,
+        comparison,
+        violations,
+        min_class_support=params.gate.min_class_support,
+    )
     create_markdown_artifact(markdown=report, key="model-evaluation", description=f"{name} v{version}")
     if violations:
         logger.warning("%s v%s failed the gate: %s", name, version, "; ".join(violations))

@@ -33,10 +33,13 @@ def test_gate_lists_every_violated_rule() -> None:
     challenger = evaluation(0.88, {"cat": 0.99, "dog": 0.77})
     comparison = compare(challenger, champion)
     assert comparison.accuracy_delta == pytest.approx(-0.02)
-    violations = gate_violations(challenger, comparison, GateRules(min_accuracy=0.9, min_gain=0.0))
+    rules = GateRules(min_accuracy=0.9, min_gain=0.0, min_class_support=10)
+    violations = gate_violations(challenger, comparison, rules)
     assert len(violations) == 3
     assert "min_accuracy" in violations[0] and "min_gain" in violations[1] and "'dog'" in violations[2]
     assert gate_violations(champion, compare(champion, None), GateRules(min_accuracy=0.5)) == []
+    few = GateRules(min_accuracy=0.9, min_gain=0.0, min_class_support=11)  # 10 images a class: not judged
+    assert len(gate_violations(challenger, comparison, few)) == 2
 
 
 def test_models_on_different_test_sets_are_not_compared() -> None:

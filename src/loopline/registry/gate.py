@@ -20,6 +20,12 @@ class GateRules(BaseModel):
     max_class_regression: float = Field(
         default=0.05, ge=0, le=1, description="No class's recall may drop by more than this vs the champion."
     )
+    min_class_support: int = Field(
+        default=20,
+        ge=1,
+        description="The per-class rule judges only classes with at least this many test images (on fewer, "
+        "one image moves recall by more than the rule allows; their deltas are still reported).",
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,9 @@ def gate_violations(challenger: Evaluation, comparison: Comparison, rules: GateR
         violations.append(
             f"gain over the champion {comparison.accuracy_delta:+.3f} < min_gain {rules.min_gain:+.3f}"
         )
+    support = {str(r["label"]): int(r["support"]) for r in challenger.per_class}
     for label, delta in sorted(comparison.recall_deltas.items()):
-        if delta < -rules.max_class_regression:
+        if support.get(label, 0) >= rules.min_class_support and delta < -rules.max_class_regression:
             violations.append(
                 f"class {label!r}: recall {delta:+.3f} vs the champion, beyond max_class_regression "
                 f"{rules.max_class_regression:.3f}"

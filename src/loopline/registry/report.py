@@ -34,6 +34,7 @@ def render_evaluation(
     comparison: Comparison,
     violations: list[str],
     thumbnail: Callable[[str], bytes | None] | None = None,
+    min_class_support: int | None = None,
 ) -> str:
     """Markdown; ``thumbnail(content_hash)`` gives a PNG for the gallery of mistakes (optional)."""
     against = f"champion v{champion_version}" if champion else "no champion yet"
@@ -64,6 +65,11 @@ def render_evaluation(
         "## Gate",
         "",
         *([f"- FAILED: {v}" for v in violations] or ["- passed: every rule holds"]),
+        *(
+            [f"- the per-class rule judges classes with at least {min_class_support} test images"]
+            if min_class_support
+            else []
+        ),
         "",
         f"## Mistakes ({len(challenger.mistakes)}; the most confident first)",
         "",
