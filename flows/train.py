@@ -40,7 +40,7 @@ def train_stage(
     context = FlowRunContext.get()
     parameters = {"labels": labels.model_dump(mode="json"), "params": params.model_dump(mode="json")}
     # The same pipeline run (resumed after an approval, or retried) finds its training run again.
-    digest = hashlib.sha256(TrainParameters.model_validate(params).model_dump_json().encode()).hexdigest()
+    digest = hashlib.sha256(params.model_dump_json().encode()).hexdigest()
     parent = context.flow_run.id if context and context.flow_run else "none"
     key = f"train:{parent}:{labels.version}:{digest[:12]}"
     logger.info("Dispatching training to deployment %r", deployment)

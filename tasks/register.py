@@ -31,6 +31,7 @@ from loopline.registry.registry import (
 from loopline.registry.report import render_model_card
 from loopline.settings import get_settings
 from loopline.training.data import ClassMapping, LabeledImages, build_transform
+from loopline.training.train import ONNX_TOLERANCE
 from tasks.label import ChampionRef, LabeledDatasetRef
 from tasks.retry import retry_on_transient_io
 from tasks.train import TrainedModelRef
@@ -104,7 +105,7 @@ def lineage_tags(model: TrainedModelRef, labels: LabeledDatasetRef) -> dict[str,
         "prefect.flow_run_url": f"{ui}/runs/flow-run/{run_id}" if run_id else "",
         "git.commit": git_commit(settings.resolved_project_root),
         "onnx.max_abs_diff": f"{model.onnx_max_abs_diff:.3g}",
-        "onnx.parity_ok": str(model.onnx_max_abs_diff <= 1e-3),
+        "onnx.parity_ok": str(model.onnx_max_abs_diff <= ONNX_TOLERANCE),
     }
 
 
