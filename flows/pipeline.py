@@ -10,7 +10,7 @@ The register stage waits for a model review (``loopline approve RUN_ID``) unless
 from __future__ import annotations
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows.collect import collect_flow
 from flows.label import label_stage
@@ -23,11 +23,16 @@ from tasks.train import TrainedModelRef, TrainParameters, tracking_uri
 
 
 class PipelineParameters(BaseModel):
+    # `register` is the key people type; the attribute is `registration` (BaseModel.register is ABC's).
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     collect: CollectParameters = Field(..., description="What to collect.")
     label: LabelParameters = Field(default_factory=LabelParameters, description="How to label it.")
     train: TrainParameters = Field(default_factory=TrainParameters, description="How to train.")
-    register: RegisterParameters = Field(
-        default_factory=RegisterParameters, description="Where to register it and how to judge it."
+    registration: RegisterParameters = Field(
+        default_factory=RegisterParameters,
+        alias="register",
+        description="Where to register it and how to judge it.",
     )
     train_deployment: str | None = Field(
         default=None,
@@ -47,8 +52,8 @@ class PipelineResult(BaseModel):
 def pipeline_flow(params: PipelineParameters) -> PipelineResult:
     """Collect, label, train, register (then, as later stages land: deploy, A/B test)."""
     dataset = collect_flow(params.collect)
-    champion = find_champion(params.register.model_name, tracking_uri())  # None in the first round
+    champion = find_champion(params.registration.model_name, tracking_uri())  # None in the first round
     labels = label_stage(dataset, params.label, champion)
     model = train_stage(labels, params.train, params.train_deployment)
-    registered = register_stage(model, labels, params.register)
+    registered = register_stage(model, labels, params.registration)
     return PipelineResult(dataset=dataset, labels=labels, model=model, registered=registered)
