@@ -56,7 +56,24 @@ if ! .venv/bin/python -c 'import loopline, sys; sys.exit(0 if loopline.__file__.
   .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | quiet_pip
 fi
 
+migrated_database() {  # cached_dir: an empty Label Studio database with every migration applied, built
+  # once per Label Studio install, so a new data dir starts in seconds instead of migrating (~30 s)
+  local dir=$1 tmp
+  [[ -f "$dir/migrated-db.sqlite3" ]] && return 0
+  echo "setup: migrating an empty Label Studio database (once per Label Studio install)" >&2
+  tmp=$(mktemp -d)
+  HOME=$tmp LABEL_STUDIO_BASE_DATA_DIR=$tmp/data DJANGO_DB=sqlite SENTRY_DSN= FRONTEND_SENTRY_DSN= \
+    LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false "$dir/bin/python" -c \
+    'from label_studio.server import _setup_env, _apply_database_migrations; _setup_env(); _apply_database_migrations()' \
+    >"$tmp/migrate.log" 2>&1 || { cat "$tmp/migrate.log" >&2; exit 1; }
+  mv "$tmp/data/label_studio.sqlite3" "$dir/migrated-db.sqlite3.tmp"
+  mv "$dir/migrated-db.sqlite3.tmp" "$dir/migrated-db.sqlite3"
+  rm -rf "$tmp"
+}
+
 labelstudio=$(build_cached labelstudio requirements/labelstudio.lock)
+migrated_database "$labelstudio"
 materialize "$labelstudio" .venv-labelstudio
+[[ -f .venv-labelstudio/migrated-db.sqlite3 ]] || cp "$labelstudio/migrated-db.sqlite3" .venv-labelstudio/
 
 echo "setup: ready (.venv, .venv-labelstudio)" >&2

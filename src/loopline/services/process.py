@@ -33,6 +33,8 @@ class ProcessSpec:
     start_timeout: float = 120.0
     # Signals sent in turn until the process exits (a Prefect worker needs TERM then INT).
     stop_signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)
+    # Run before the process is started (not when it already runs), e.g. to seed its state.
+    prepare: Callable[[], None] | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -111,6 +113,8 @@ def launch(spec: ProcessSpec) -> tuple[int, bool]:
         )
     spec.pid_file.parent.mkdir(parents=True, exist_ok=True)
     spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+    if spec.prepare is not None:
+        spec.prepare()
     env = {**os.environ, **spec.env}
     with spec.log_file.open("ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(spec.command)}\n".encode())
