@@ -31,8 +31,10 @@ class TrainParameters(BaseModel):
     search_space: SearchSpace = Field(default_factory=SearchSpace)
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available.")
     experiment: str = Field(default="loopline", description="MLflow experiment.")
-    optuna_storage: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite in LOOPLINE_HOME."
+    optuna_storage_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the Optuna storage URL (it may carry a password, "
+        "so it is never a parameter itself). Default: LOOPLINE_OPTUNA_STORAGE, else SQLite in LOOPLINE_HOME.",
     )
     seed: int = 0
     trial_grace_seconds: int = Field(
@@ -61,6 +63,18 @@ def tracking_uri() -> str:
         return get_settings().resolved_mlflow_tracking_uri
 
 
+def optuna_storage_url(secret_name: str | None) -> str:
+    """The Optuna storage URL from a Secret block, else ``LOOPLINE_OPTUNA_STORAGE``, else local SQLite."""
+    if secret_name:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(secret_name).get())
+    settings = get_settings()
+    if settings.optuna_storage is not None:
+        return settings.optuna_storage.get_secret_value()
+    return f"sqlite:///{settings.resolved_home / 'optuna.db'}"
+
+
 @task(name="train-model")
 def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedModelRef:
     """Run the study and track everything; no retries (Optuna owns failed trials)."""
@@ -86,7 +100,7 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         dataset_version=labels.dataset_version,
         tracking_uri=uri,
         experiment=params.experiment,
-        storage=params.optuna_storage or f"sqlite:///{settings.resolved_home / 'optuna.db'}",
+        storage=optuna_storage_url(params.optuna_storage_secret),
         workdir=Path(work),
         space=params.search_space.for_batch_sizes(hardware.batch_sizes),
         epochs=params.epochs,

@@ -18,14 +18,29 @@ class WaitingRun:
     state: str
 
 
+def _unreachable(api_url: str, exc: Exception) -> ApprovalError:
+    return ApprovalError(
+        f"The Prefect API at {api_url} is not reachable ({exc}). To fix this, start it "
+        "(`loopline services up`) or set LOOPLINE_PREFECT_API_URL."
+    )
+
+
 def list_waiting(api_url: str) -> list[WaitingRun]:
     """Flow runs that are paused or suspended (both have state type PAUSED)."""
-    body = httpx.post(
-        f"{api_url}/flow_runs/filter",
-        json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "sort": "EXPECTED_START_TIME_DESC"},
-        timeout=10,
-    )
-    body.raise_for_status()
+    try:
+        body = httpx.post(
+            f"{api_url}/flow_runs/filter",
+            json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}, "sort": "EXPECTED_START_TIME_DESC"},
+            timeout=10,
+        )
+    except httpx.TransportError as exc:
+        raise _unreachable(api_url, exc) from exc
+    if body.status_code != 200:
+        raise ApprovalError(
+            f"The Prefect API at {api_url} answered {body.status_code} to a list of waiting runs: "
+            f"{body.text[:300]}. To fix this, check that LOOPLINE_PREFECT_API_URL points at a Prefect "
+            "server's /api (e.g. http://127.0.0.1:4200/api)."
+        )
     return [WaitingRun(r["id"], r["name"], r["state_name"]) for r in body.json()]
 
 
@@ -36,15 +51,16 @@ def send_decision(
     try:
         response = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10)
     except httpx.TransportError as exc:
-        raise ApprovalError(
-            f"The Prefect API at {api_url} is not reachable ({exc}). To fix this, start it "
-            "(`loopline services up`) or set LOOPLINE_PREFECT_API_URL."
-        ) from exc
+        raise _unreachable(api_url, exc) from exc
     if response.status_code in (404, 422):
         raise ApprovalError(
             f"There is no flow run {run_id!r} at {api_url}. `loopline approve --list` shows waiting runs."
         )
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise ApprovalError(
+            f"The Prefect API at {api_url} answered {response.status_code} for flow run {run_id}: "
+            f"{response.text[:300]}. Nothing was sent."
+        )
     run = response.json()
     state = run.get("state") or {}
     if state.get("type") != "PAUSED":

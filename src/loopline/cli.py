@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NoReturn
 
 import typer
 
@@ -21,7 +21,7 @@ services_app = typer.Typer(help="The local platform on 127.0.0.1 (Prefect, worke
 app.add_typer(services_app, name="services")
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
@@ -144,7 +144,10 @@ def approve(
 
     api = get_settings().resolved_prefect_api_url
     if list_runs or not run_id:
-        waiting = list_waiting(api)
+        try:
+            waiting = list_waiting(api)
+        except LooplineError as exc:
+            _fail(exc)
         for run in waiting:
             typer.echo(f"{run.id}  {run.name}  ({run.state})")
         if not waiting:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         description="Prefect block (type/name) for flow results that must cross machines, e.g. a training "
         "run dispatched to another work pool; on a cluster point it at shared storage (s3-bucket/…).",
     )
+    optuna_storage: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the Optuna studies (e.g. postgresql://user:password@host/db, shared by "
+        "training workers); a secret, never a flow parameter. Default: SQLite in LOOPLINE_HOME.",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1")
     s3_access_key_id: SecretStr | None = None

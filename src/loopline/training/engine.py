@@ -61,6 +61,10 @@ class FitResult:
     resumed_from: int | None = None
 
 
+# The only classes a checkpoint may hold besides tensors and plain data (loaded with weights_only=True).
+CHECKPOINT_CLASSES: tuple[type, ...] = (FitResult, EpochMetrics)
+
+
 def distributed() -> bool:
     """True inside an initialised torch.distributed process group (torchrun)."""
     import torch.distributed as dist

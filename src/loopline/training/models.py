@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,16 @@ def build_model(name: str, num_classes: int, weights_path: str | Path | None = N
     if weights_path is not None:
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("model", state), strict=False)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
             raise CheckpointError(
                 f"Cannot load weights {weights_path}: {exc}. To fix this, pass a state-dict file saved "
                 f"from a {name} model (or none)."
+            ) from exc
+        try:
+            model.load_state_dict(state.get("model", state), strict=True)
+        except RuntimeError as exc:  # lists the missing, unexpected and mis-shaped layers
+            raise CheckpointError(
+                f"The weights {weights_path} do not fit a {name} model with {num_classes} classes: {exc}. "
+                f"To fix this, pass weights saved from a {name} model with {num_classes} classes (or none)."
             ) from exc
     return model
