@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     )
     optuna_storage: SecretStr | None = Field(
         default=None,
-        description="SQLAlchemy URL of the Optuna studies (e.g. postgresql://user:password@host/db, shared by "
-        "training workers); a secret, never a flow parameter. Default: SQLite in LOOPLINE_HOME.",
+        description="SQLAlchemy URL of the Optuna studies (e.g. postgresql://user:password@host/db, shared "
+        "by training workers); a secret, never a flow parameter. Default: SQLite in LOOPLINE_HOME.",
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1")

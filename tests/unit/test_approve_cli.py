@@ -14,12 +14,12 @@ pytestmark = pytest.mark.unit
 
 
 class NotPrefect(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.send_response(404)
         self.end_headers()
         self.wfile.write(b"no such route")
 
-    do_GET = do_POST  # noqa: N815
+    do_GET = do_POST
 
     def log_message(self, *args: object) -> None:
         pass

@@ -37,7 +37,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     torch.save(
         {"model": {}, "optimizer": {}, "lr_scheduler": {}, "epoch": 0, "x": Payload()}, tmp_path / "last.pt"
     )
-    with pytest.raises(CheckpointError, match="damaged or unsafe|delete it"):
+    with pytest.raises(CheckpointError, match="damaged or unsafe"):
         load_checkpoint(tmp_path)
     assert not marker.exists()
 
@@ -46,8 +46,8 @@ def test_weights_of_another_model_name_the_layers(tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     torch.save(build_model("small_cnn", 3).state_dict(), path)
     assert build_model("small_cnn", 3, path) is not None
-    with pytest.raises(CheckpointError, match="3 classes|size mismatch|classes"):
+    with pytest.raises(CheckpointError, match="5 classes"):
         build_model("small_cnn", 5, path)
     torch.save({"unrelated.weight": torch.ones(1)}, path)
-    with pytest.raises(CheckpointError, match="unrelated.weight"):
+    with pytest.raises(CheckpointError, match=r"unrelated\.weight"):
         build_model("small_cnn", 3, path)

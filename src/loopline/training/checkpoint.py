@@ -44,8 +44,8 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
             state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or unsafe files
         raise CheckpointError(
-            f"The checkpoint {path} is damaged or unsafe ({type(exc).__name__}: {exc}). To fix this, delete it to "
-            "start training over, or restore it from the MLflow run's artifacts."
+            f"The checkpoint {path} is damaged or unsafe ({type(exc).__name__}: {exc}). To fix this, delete "
+            "it to start training over, or restore it from the MLflow run's artifacts."
         ) from exc
     missing = {"model", "optimizer", "lr_scheduler", "epoch"} - set(state)
     if missing:
