@@ -5,4 +5,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; .venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfE --durations=8 "$@"
+echo "== pytest"; .venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfEs --durations=15 "$@"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.store import LocalStore
@@ -20,7 +21,6 @@ from loopline.training.checkpoint import load_checkpoint
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
-torch = pytest.importorskip("torch")
 
 PARAMS = {
     "epochs": 4,
