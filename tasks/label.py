@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from uuid import UUID
@@ -20,21 +21,19 @@ from pydantic import BaseModel, Field
 
 from blocks.servers import BLOCK_NAME, LabelStudioServer
 from loopline.data.manifest import ManifestRow, read_manifest
+from loopline.data.pixels import ImageReader
 from loopline.data.s3 import parse_s3_uri
 from loopline.data.splits import SplitFractions
 from loopline.data.store import open_store
 from loopline.errors import LabelStudioUnavailable
-from loopline.labeling.active import uncertainty_scores
 from loopline.labeling.agreement import AgreementReport, agreement_report
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
 from loopline.labeling.export import ExportSummary, parse_classification_export
 from loopline.labeling.labeled import build_labeled_rows, read_labeled_manifest, write_labeled_manifest
-from loopline.labeling.preannotate import choose_for_labeling, score_images, thumbnail_embeddings
-from loopline.labeling.predictions import classification_prediction, validate_predictions
+from loopline.labeling.rounds import ChampionModel, RoundSelection, render_selection_report, select_round
 from loopline.labeling.studio import LabelStudio, Project, ProjectProgress
 from loopline.registry.artifacts import download_model_files
 from loopline.settings import get_settings
-from loopline.training.data import build_transform, load_image
 from tasks.collect import DatasetRef
 from tasks.retry import retry_on_transient_io
 
@@ -171,11 +170,12 @@ def import_round(
         present = studio.task_hashes(project.id)
         missing = max(0, params.budget - len(present))
         candidates = sorted((r for r in rows if r.content_hash not in present), key=lambda r: r.content_hash)
-        predictions: dict[str, dict[str, object]] = {}
-        if missing and prior_round(champion):
+        predictions: Mapping[str, dict[str, object]] = {}
+        if prior_round(champion):
             assert champion is not None
             config = parse_label_config(project.label_config, params.task_type, params.labels)
-            chosen, predictions = select_with_champion(candidates, missing, champion, dataset, config, params)
+            selection = select_with_champion(candidates, missing, champion, dataset, config, params)
+            chosen, predictions = list(selection.chosen), selection.predictions
         else:
             rng = np.random.default_rng(params.seed)
             picks = rng.choice(len(candidates), min(missing, len(candidates)), replace=False)
@@ -210,45 +210,28 @@ def select_with_champion(
     dataset: DatasetRef,
     config: LabelConfig,
     params: LabelParameters,
-) -> tuple[list[ManifestRow], dict[str, dict[str, object]]]:
-    """The champion scores the images not labeled yet; margin x k-center picks ``budget`` of them."""
-    store = open_store(dataset.data_root, get_settings())
-    prior = read_labeled_manifest(store, champion.labeled_version)
-    known = {r.content_hash for r in prior}
-    pool = [r for r in candidates if r.content_hash not in known]
+) -> RoundSelection:
+    """The champion scores the images not labeled yet; margin x k-center picks ``budget`` of them
+    (``loopline.labeling.rounds``); the ``label-selection`` artifact says how, or why nothing was chosen."""
+    settings = get_settings()
+    prior = read_labeled_manifest(open_store(dataset.data_root, settings), champion.labeled_version)
+    version = f"{champion.name} v{champion.version}"
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, mapping, _ = download_model_files(champion.run_id, Path(tmp))
-        images = [load_image(r.stored_uri) for r in pool]
-        transform = build_transform(int(mapping["input_size"]), train=False)
-        inputs = np.stack([transform(i).numpy() for i in images]).astype(np.float32)
-        scored = score_images(onnx_path, inputs, images)
-    labeled = thumbnail_embeddings([load_image(r.stored_uri) for r in prior])
-    picks = choose_for_labeling(scored, labeled, budget, params.seed)
-    model_version = f"{champion.name} v{champion.version}"
-    labels = mapping["labels"]
-    margins = uncertainty_scores(scored.probabilities, "margin") if pool else np.zeros(0)
-    predictions = {
-        pool[i].content_hash: classification_prediction(
-            config,
-            labels[int(scored.probabilities[i].argmax())],
-            float(scored.probabilities[i].max()),
-            model_version,
-        ).as_dict()
-        for i in picks
-    }
-    validate_predictions(config, list(predictions.items()))
+        model = ChampionModel.from_mapping(onnx_path, mapping, version)
+        selection = select_round(
+            candidates, prior, ImageReader(settings).open, model, budget, params.seed, config
+        )
+    if selection.nothing_because:
+        get_run_logger().info(
+            "Round selection by %s: nothing to import, %s", version, selection.nothing_because
+        )
     create_markdown_artifact(
         key="label-selection",
-        markdown=(
-            f"# Round selection by {model_version}\n\n- strategy: margin uncertainty x k-center diversity "
-            f"(8x8 thumbnails)\n- pool: {len(pool)} unlabeled images; {len(prior)} labeled before\n"
-            f"- chosen: {len(picks)}; mean margin uncertainty {margins[picks].mean() if picks else 0:.3f} "
-            f"(pool: {margins.mean() if pool else 0:.3f})\n"
-            "- every chosen task carries the champion's answer as a pre-annotation\n"
-        ),
-        description=f"active learning with {model_version}",
+        markdown=render_selection_report(selection),
+        description=f"active learning with {version}",
     )
-    return [pool[i] for i in sorted(picks)], predictions
+    return selection
 
 
 @task(name="wait-for-labels")

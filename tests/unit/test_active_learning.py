@@ -1,7 +1,9 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 
-from loopline.labeling.active import k_center_greedy, select_batch, uncertainty_scores
+from loopline.labeling.active import Diversity, k_center_greedy, select_batch, uncertainty_scores
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +47,89 @@ def test_random_baseline_is_seeded_and_budget_is_capped() -> None:
     assert len(select_batch(PROBS, None, 10, "entropy", "none").indices) == 4
     with pytest.raises(ValueError, match="budget"):
         select_batch(PROBS, None, -1)
+
+
+def reference_k_center(x: np.ndarray, budget: int, centers: np.ndarray | None = None) -> list[int]:
+    """The textbook algorithm, all pairs at once (small inputs only): what the chunked one must match."""
+    nearest = (
+        ((x[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        if centers is not None
+        else ((x - x[0]) ** 2).sum(axis=1)
+    )
+    chosen = [] if centers is not None else [0]
+    while len(chosen) < budget:
+        chosen.append(int(np.argmax(nearest)))
+        nearest = np.minimum(nearest, ((x - x[chosen[-1]]) ** 2).sum(axis=1))
+    return chosen
+
+
+def test_k_center_never_picks_a_point_twice() -> None:
+    assert k_center_greedy(np.array([[0, 0], [0, 0], [1, 1]]), 3) == [0, 2, 1]
+    # every point a copy of a labeled one: all distances are 0 from the start
+    assert sorted(k_center_greedy(np.zeros((4, 2)), 10, centers=np.zeros((1, 2)))) == [0, 1, 2, 3]
+
+
+def test_k_center_on_many_duplicates_returns_the_budget_distinct() -> None:
+    rng = np.random.default_rng(3)
+    points = rng.integers(0, 3, size=(200, 2)).astype(float)  # at most 9 distinct points, 200 rows
+    for centers in (None, points[:5]):
+        for budget in (9, 50, 200, 500):
+            picked = k_center_greedy(points, budget, centers=centers)
+            assert len(picked) == min(budget, 200) and len(set(picked)) == len(picked)
+            assert all(0 <= i < 200 for i in picked)
+    # the distinct locations still come first
+    assert len({tuple(points[i]) for i in k_center_greedy(points, 9)}) == 9
+
+
+def test_k_center_matches_the_textbook_algorithm_without_ties() -> None:
+    rng = np.random.default_rng(4)
+    for trial in range(10):
+        points = rng.normal(size=(300, 6))
+        centers = rng.normal(size=(40, 6))
+        assert k_center_greedy(points, 30) == reference_k_center(points, 30), trial
+        assert k_center_greedy(points, 30, centers=centers) == reference_k_center(points, 30, centers), trial
+
+
+def test_k_center_memory_is_bounded_by_chunks() -> None:
+    # pool x centers x dim at once would be 100,000 x 10,000 x 4 x 8 bytes = 32 GB
+    rng = np.random.default_rng(5)
+    pool = rng.random((100_000, 4), dtype=np.float32)
+    labeled = rng.random((10_000, 4), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        picked = k_center_greedy(pool, 20, centers=labeled)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(set(picked)) == 20
+    assert peak < 150 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_k_center_rejects_mismatched_centers() -> None:
+    with pytest.raises(ValueError, match="same dimension"):
+        k_center_greedy(np.zeros((3, 2)), 2, centers=np.zeros((2, 5)))
+
+
+def test_kmeans_fills_empty_clusters_from_the_most_uncertain() -> None:
+    # 3 distinct embeddings among 8 candidates: k-means with 5 clusters leaves clusters empty
+    probs = np.array([[0.5 + i / 20, 0.5 - i / 20] for i in range(8)])  # candidate 0 most uncertain
+    embeddings = np.array([[0.0], [0.0], [0.0], [1.0], [1.0], [2.0], [2.0], [2.0]])
+    picks = select_batch(probs, embeddings, 5, "margin", "kmeans", candidate_factor=2).indices
+    assert len(picks) == 5 and len(set(picks)) == 5
+    assert {0, 3, 5} <= set(picks)  # the most uncertain of each distinct embedding
+
+
+@pytest.mark.parametrize("diversity", ["none", "kcenter", "kmeans"])
+@pytest.mark.parametrize("budget", [0, 1, 7, 30, 100])
+def test_select_batch_returns_min_of_budget_and_pool_distinct(diversity: Diversity, budget: int) -> None:
+    probs = np.tile([[0.5, 0.5]], (30, 1))  # every candidate equally uncertain
+    embeddings = np.zeros((30, 3))  # and every one a copy of the others
+    selection = select_batch(
+        probs,
+        embeddings,
+        budget,
+        "margin",
+        diversity,
+        labeled_embeddings=embeddings[:2],
+    )
+    assert len(selection.indices) == min(budget, 30) == len(set(selection.indices))

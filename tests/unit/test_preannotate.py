@@ -25,3 +25,15 @@ def test_unsure_and_unlike_the_labeled_images_come_first() -> None:
     # the confident images stay out however far they are; within the unsure pool, k-center spreads the
     # batch away from what is labeled (at 0): the farthest first, then one half-way
     assert picks == [9, 4]
+
+
+@pytest.mark.parametrize("budget", [1, 4, 6, 50])
+def test_copies_are_chosen_once_each_and_the_budget_is_filled(budget: int) -> None:
+    # six candidates, all copies of one labeled image and equally unsure: every distance is 0
+    candidates = Scored(np.tile([[0.5, 0.5]], (6, 1)), np.zeros((6, 64)))
+    picks = choose_for_labeling(candidates, np.zeros((3, 64)), budget=budget, seed=0)
+    assert len(picks) == min(budget, 6) == len(set(picks))
+
+
+def test_nothing_to_choose_from_chooses_nothing() -> None:
+    assert choose_for_labeling(Scored(np.zeros((0, 2)), np.zeros((0, 64))), np.zeros((0, 64)), 5, 0) == []

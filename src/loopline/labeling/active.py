@@ -40,38 +40,113 @@ def uncertainty_scores(probabilities: np.ndarray, method: Uncertainty) -> np.nda
     raise ValueError(f"Unknown uncertainty {method!r}; valid: random, least_confidence, margin, entropy")
 
 
+_BLOCK_ELEMENTS = 1 << 21  # float64 values per distance block (16 MB): bounds memory whatever the sizes
+
+
+def _distances_to_point(x: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Exact squared distances of every row of ``x`` to ``point``, in row chunks."""
+    out = np.empty(len(x))
+    rows = max(1, _BLOCK_ELEMENTS // max(1, x.shape[1]))
+    for start in range(0, len(x), rows):
+        out[start : start + rows] = ((x[start : start + rows] - point) ** 2).sum(axis=1)
+    return out
+
+
+def nearest_center_distances(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Squared distance of every row of ``x`` to its nearest row of ``centers``, in bounded memory.
+
+    Blocks of (rows x centers) find the nearest center with ||a||² + ||b||² - 2ab; the distance to that
+    center is then computed exactly, so a duplicate of a center is at exactly 0 (no rounding noise).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(centers, dtype=np.float64)
+    if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1]:
+        raise ValueError(
+            f"embeddings {x.shape} and centers {c.shape} must be 2-d with the same dimension; "
+            "embed the labeled images the same way as the candidates"
+        )
+    nearest = np.empty(len(x))
+    if not len(x):
+        return nearest
+    c_norms = (c**2).sum(axis=1)
+    cols = max(1, min(len(c), _BLOCK_ELEMENTS))
+    rows = max(1, _BLOCK_ELEMENTS // max(cols, x.shape[1]))
+    for start in range(0, len(x), rows):
+        block = x[start : start + rows]
+        best = np.full(len(block), np.inf)
+        best_center = np.zeros(len(block), dtype=np.intp)
+        for c_start in range(0, len(c), cols):
+            part = c[c_start : c_start + cols]
+            d = block @ part.T
+            d *= -2.0
+            d += c_norms[c_start : c_start + cols]  # ||a||² is the same along a row: not needed to rank
+            arg = d.argmin(axis=1)
+            value = d[np.arange(len(block)), arg]
+            better = value < best
+            best[better] = value[better]
+            best_center[better] = arg[better] + c_start
+        nearest[start : start + rows] = ((block - c[best_center]) ** 2).sum(axis=1)
+    return nearest
+
+
 def k_center_greedy(
     embeddings: np.ndarray, budget: int, centers: np.ndarray | None = None, first: int = 0
 ) -> list[int]:
-    """Greedy k-center: repeatedly take the point farthest from everything chosen (and ``centers``)."""
+    """Greedy k-center: repeatedly take the point farthest from everything chosen (and ``centers``).
+
+    Returns ``min(budget, len(embeddings))`` distinct indices in pick order: a chosen point is never
+    chosen again, even when every remaining distance is 0 (duplicate images, or copies of ``centers``).
+    Without ``centers`` the first pick is ``first``. Memory is bounded by blocks, not pool x centers.
+    """
     x = np.asarray(embeddings, dtype=np.float64)
     budget = min(budget, len(x))
     if budget <= 0:
         return []
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be (n, dim), got shape {x.shape}")
+    chosen: list[int] = []
     if centers is not None and len(centers):
-        c = np.asarray(centers, dtype=np.float64)
-        nearest = np.min(((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2), axis=1)
-        chosen: list[int] = []
+        nearest = nearest_center_distances(x, np.asarray(centers))
     else:
-        chosen = [first]
-        nearest = ((x - x[first]) ** 2).sum(axis=1)
+        if not 0 <= first < len(x):
+            raise ValueError(f"first must index the {len(x)} embeddings, got {first}")
+        chosen.append(first)
+        nearest = _distances_to_point(x, x[first])
+        nearest[first] = -1.0  # below every distance: never the farthest again
     while len(chosen) < budget:
         pick = int(np.argmax(nearest))
         chosen.append(pick)
-        nearest = np.minimum(nearest, ((x - x[pick]) ** 2).sum(axis=1))
+        np.minimum(nearest, _distances_to_point(x, x[pick]), out=nearest)
+        nearest[pick] = -1.0
     return chosen
 
 
 def _kmeans_picks(embeddings: np.ndarray, scores: np.ndarray, budget: int, seed: int) -> list[int]:
-    """Cluster into ``budget`` groups and take the most uncertain member of each."""
-    from sklearn.cluster import KMeans
+    """Cluster into ``budget`` groups and take the most uncertain member of each; clusters can come out
+    empty (duplicate embeddings), so the batch is filled up with the most uncertain points not picked."""
+    import warnings
 
-    labels = KMeans(n_clusters=budget, n_init=3, random_state=seed).fit_predict(embeddings)
-    picks = []
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    budget = min(budget, len(embeddings))
+    if budget <= 0:
+        return []
+    with warnings.catch_warnings():  # "fewer distinct points than clusters": handled by the fill-up
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = KMeans(n_clusters=budget, n_init=3, random_state=seed).fit_predict(embeddings)
+    picks: list[int] = []
     for cluster in range(budget):
         members = np.flatnonzero(labels == cluster)
         if len(members):
             picks.append(int(members[np.argmax(scores[members])]))
+    taken = set(picks)
+    for i in np.argsort(-scores, kind="stable"):
+        if len(picks) >= budget:
+            break
+        if int(i) not in taken:
+            picks.append(int(i))
+            taken.add(int(i))
     return sorted(picks, key=lambda i: -scores[i])
 
 
@@ -85,7 +160,7 @@ def select_batch(
     candidate_factor: int = 5,
     seed: int = 0,
 ) -> Selection:
-    """Choose ``budget`` candidates to label next.
+    """Choose ``min(budget, candidates)`` distinct candidates to label next.
 
     With diversity, the ``candidate_factor * budget`` most uncertain candidates form a pool, and the
     batch is spread over it (k-center greedy from the already-labeled embeddings, or one pick per
@@ -94,19 +169,28 @@ def select_batch(
     n = len(probabilities)
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
+    if embeddings is not None and len(embeddings) != n:
+        raise ValueError(
+            f"embeddings has {len(embeddings)} rows but probabilities has {n}; pass one row per candidate"
+        )
     budget = min(budget, n)
+    if budget == 0:
+        return Selection((), (), uncertainty if uncertainty == "random" else f"{uncertainty}+{diversity}")
     if uncertainty == "random":
         picks = np.random.default_rng(seed).choice(n, size=budget, replace=False)
         return Selection(tuple(int(i) for i in picks), tuple(0.0 for _ in picks), "random")
     scores = uncertainty_scores(probabilities, uncertainty)
     order = np.argsort(-scores, kind="stable")
-    if diversity == "none" or embeddings is None or budget == 0:
+    if diversity == "none" or embeddings is None:
         picked = [int(i) for i in order[:budget]]
     else:
         pool = order[: max(budget, candidate_factor * budget)]
         pool_embeddings = np.asarray(embeddings, dtype=np.float64)[pool]
         if diversity == "kcenter":
-            local = k_center_greedy(pool_embeddings, budget, centers=labeled_embeddings)
+            centers = (
+                labeled_embeddings if labeled_embeddings is not None and len(labeled_embeddings) else None
+            )
+            local = k_center_greedy(pool_embeddings, budget, centers=centers)
         elif diversity == "kmeans":
             local = _kmeans_picks(pool_embeddings, scores[pool], budget, seed)
         else:

@@ -1,5 +1,6 @@
 """Round 2 and later: the champion scores the unlabeled images; active learning picks what people label
-next, and the champion's answers go along as pre-annotations (pure functions over arrays).
+next, and the champion's answers go along as pre-annotations (functions over arrays, and the batched
+scoring of stored images through a caller's image reader).
 
 Diversity is measured on 8x8 grey thumbnails of the images (what benchmarks/active_learning.py measured:
 margin x k-center with pixel embeddings needed 0.43x the labels of random selection on the digits).
@@ -7,6 +8,8 @@ margin x k-center with pixel embeddings needed 0.43x the labels of random select
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from PIL import Image
 from loopline.labeling.active import select_batch
 from loopline.registry.evaluation import onnx_logits, softmax
 
+ReadImage = Callable[[str], Image.Image]  # stored URI -> upright RGB image (``ImageReader.open``)
+READ_THREADS = 8  # concurrent S3 reads: round trips, not decoding, dominate the time
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -23,32 +29,61 @@ class Scored:
     embeddings: np.ndarray  # (n, 64)
 
 
-def thumbnail_embeddings(images: list[Image.Image]) -> np.ndarray:
-    return (
-        np.stack(
-            [
-                np.asarray(i.convert("L").resize((8, 8), Image.Resampling.BILINEAR), dtype=np.float32).ravel()
-                / 255
-                for i in images
-            ]
-        )
-        if images
-        else np.zeros((0, 64), dtype=np.float32)
-    )
+def thumbnail(image: Image.Image) -> np.ndarray:
+    """64 values in [0, 1]: the image as an 8x8 grey thumbnail (the diversity embedding)."""
+    grey = image.convert("L").resize((8, 8), Image.Resampling.BILINEAR)
+    return np.asarray(grey, dtype=np.float32).ravel() / 255
 
 
-def score_images(onnx_path: Path, model_inputs: np.ndarray, images: list[Image.Image]) -> Scored:
-    """Class probabilities from the model (``model_inputs``: N x 3 x S x S, transformed for serving)."""
+def thumbnail_embeddings(images: Iterable[Image.Image]) -> np.ndarray:
+    rows = [thumbnail(i) for i in images]
+    return np.stack(rows) if rows else np.zeros((0, 64), dtype=np.float32)
+
+
+def read_images(uris: Sequence[str], read_image: ReadImage) -> list[Image.Image]:
+    """``read_image`` over ``uris`` in order; S3 reads in parallel threads."""
+    if not any(uri.startswith("s3://") for uri in uris):
+        return [read_image(uri) for uri in uris]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return list(pool.map(read_image, uris))
+
+
+def stored_thumbnails(uris: Sequence[str], read_image: ReadImage, batch_size: int = 256) -> np.ndarray:
+    """Thumbnail embeddings of stored images, read ``batch_size`` at a time (never all in memory)."""
+    parts = [
+        thumbnail_embeddings(read_images(uris[start : start + batch_size], read_image))
+        for start in range(0, len(uris), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 64), dtype=np.float32)
+
+
+def score_stored_images(
+    onnx_path: Path, input_size: int, uris: Sequence[str], read_image: ReadImage, batch_size: int = 256
+) -> Scored:
+    """Class probabilities of the ONNX model (serving transform at ``input_size``) and thumbnail
+    embeddings of the stored images, ``batch_size`` images in memory at a time."""
     import onnxruntime as ort
 
+    from loopline.training.data import build_transform
+
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return Scored(softmax(onnx_logits(session, model_inputs)), thumbnail_embeddings(images))
+    transform = build_transform(input_size, train=False)
+    probabilities, embeddings = [], []
+    for start in range(0, len(uris), batch_size):
+        images = read_images(uris[start : start + batch_size], read_image)
+        inputs = np.stack([transform(i).numpy() for i in images]).astype(np.float32)
+        probabilities.append(softmax(onnx_logits(session, inputs)))
+        embeddings.append(thumbnail_embeddings(images))
+    if not probabilities:
+        return Scored(np.zeros((0, 0)), np.zeros((0, 64), dtype=np.float32))
+    return Scored(np.concatenate(probabilities), np.concatenate(embeddings))
 
 
 def choose_for_labeling(
     candidates: Scored, labeled_embeddings: np.ndarray, budget: int, seed: int
 ) -> list[int]:
-    """Indices of the candidates to label: margin uncertainty x k-center diversity from the labeled set."""
+    """Indices of ``min(budget, candidates)`` distinct candidates to label: margin uncertainty x k-center
+    diversity from the labeled set."""
     selection = select_batch(
         candidates.probabilities,
         candidates.embeddings,
