@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Self
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -12,13 +13,13 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from loopline.data.collect import CollectOptions, CollectResult, collect
 from loopline.data.images import ImageLimits
 from loopline.data.report import collect_counts_rows, render_collect_summary
 from loopline.data.sources import open_source
-from loopline.data.splits import SplitFractions
+from loopline.data.splits import SplitFractions, check_split_fractions
 from loopline.data.store import open_store
 from loopline.settings import get_settings
 from tasks.retry import retry_on_transient_io
@@ -45,6 +46,11 @@ class CollectParameters(BaseModel):
         default=0.15, ge=0, lt=1, description="Share of each label held out for test."
     )
     seed: int = Field(default=0, description="Seed of the deterministic split.")
+
+    @model_validator(mode="after")
+    def _train_keeps_data(self) -> Self:
+        check_split_fractions(self.val_fraction, self.test_fraction)  # val + test < 1: train is not empty
+        return self
 
 
 class DatasetRef(BaseModel):

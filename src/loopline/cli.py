@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn
 
 import typer
@@ -113,20 +114,33 @@ def demo_data(
 
 @app.command("datasets")
 def datasets(data_root: str = typer.Option(None, help="Default: LOOPLINE_DATA_ROOT.")) -> None:
-    """List the dataset versions (manifests) under the data root."""
-    from loopline.data.catalog import list_datasets
+    """List the dataset versions under the data root, the labeled versions built on each and, when the
+    MLflow server answers, the registered model trained on each labeled version."""
+    from loopline.data import catalog
     from loopline.data.store import open_store
 
     settings = get_settings()
     root = data_root or settings.resolved_data_root
     try:
-        found = list_datasets(open_store(root, settings))
+        found = catalog.list_datasets(open_store(root, settings))
     except LooplineError as exc:
         _fail(exc)
     if not found:
         typer.echo(f"no datasets under {root}")
-    for d in found:
-        typer.echo(f"{d.version}  {d.images:>6} images  {d.labelled:>6} labelled  {d.manifest_uri}")
+        return
+    models, why_not = None, ""
+    tracking, labeled = settings.resolved_mlflow_tracking_uri, catalog.labeled_versions(found)
+    if labeled and not catalog.tracking_reachable(tracking):
+        why_not = f"no MLflow tracking server answers at {tracking}"
+    elif labeled:
+        try:
+            models = catalog.registered_models(tracking, labeled)
+        except Exception as exc:  # an optional column: say why it is missing, never fail the listing
+            why_not = f"the model search at {tracking} failed: {type(exc).__name__}: {exc}"
+    for line in catalog.render_datasets(found, models):
+        typer.echo(line)
+    if why_not:
+        typer.echo(f"(models not shown: {why_not})")
 
 
 @app.command("approve")
@@ -159,6 +173,26 @@ def approve(
     except LooplineError as exc:
         _fail(exc)
     typer.echo(f"{decision}d flow run {run_id}" if decision == "approve" else f"rejected flow run {run_id}")
+
+
+@app.command("watch")
+def watch(
+    run_id: str = typer.Argument(..., help="The flow run to follow."),
+    log: Path = typer.Option(
+        None, "--log", help="Where the full log goes (default: .loopline/logs/RUN.log)."
+    ),
+) -> None:
+    """Follow a flow run: one line per step as it ends, the full log in a file, links at the end."""
+    from loopline.watch import watch_run
+
+    settings = get_settings()
+    target = log or settings.resolved_home / "logs" / f"run-{run_id}.log"
+    try:
+        final = watch_run(settings.resolved_prefect_api_url, run_id, target, echo=typer.echo)
+    except LooplineError as exc:
+        _fail(exc)
+    if final != "COMPLETED":
+        raise typer.Exit(code=1)
 
 
 @app.command("demo-annotate")

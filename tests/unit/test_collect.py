@@ -1,9 +1,13 @@
+import io
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from loopline.data.collect import CollectOptions, collect
+from loopline.data.collect import CollectOptions, collect, quarantine_record_key
 from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
@@ -56,7 +60,7 @@ def test_collect_cleans_dedupes_and_versions(messy_folder: Path, tmp_path: Path)
         "rescan-1.jpg",
     }
     # quarantined files are copied with their reason; the source is untouched
-    records = [json.loads(p.read_text()) for p in (tmp_path / "data" / "quarantine").glob("*.json")]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "data" / "quarantine").glob("*.reason.json")]
     assert sorted(r["reason"] for r in records) == ["not_an_image", "truncated", "zero_byte"]
     assert (messy_folder / "cut.png").exists()
 
@@ -123,3 +127,72 @@ def test_unreadable_files_are_quarantined(messy_folder: Path, tmp_path: Path) ->
     bad = [q for q in result.quarantined_files if q.reason == "unreadable"]
     assert [Path(q.source_uri).name for q in bad] == ["img-3.png"]
     assert "Permission denied" in bad[0].detail
+
+
+def phone_photo(width: int = 40, height: int = 20, orientation: int = 6) -> bytes:
+    """A JPEG stored ``width`` x ``height`` whose EXIF says: rotate for display (6: 90 degrees clockwise)."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, : width // 2] = (250, 30, 30)  # the left half red: the stored picture is not symmetric
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()
+
+
+def test_a_phone_photo_is_measured_upright(tmp_path: Path) -> None:
+    write(tmp_path / "src" / "phone.jpg", phone_photo(40, 20, orientation=6))
+    store = LocalStore(tmp_path / "data")
+    result = collect(LocalFolderSource(tmp_path / "src"), store)
+    (row,) = read_manifest(store, result.version)
+    assert (row.width, row.height) == (20, 40)
+
+
+def test_the_version_depends_on_content_not_on_paths(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(12):
+        write(src / ("cat" if i % 2 else "dog") / f"{i}.png", image_bytes(400 + i))
+    write(src / "unlabeled.png", image_bytes(500))
+    options = CollectOptions(near_duplicate_threshold=-1)
+    first = collect(LocalFolderSource(src), LocalStore(tmp_path / "data"), options)
+
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(src, moved)
+    copy = tmp_path / "a-copy"
+    shutil.copytree(moved, copy)
+    again = collect(LocalFolderSource(moved), LocalStore(tmp_path / "data"), options)
+    other_root = collect(LocalFolderSource(copy), LocalStore(tmp_path / "other-root"), options)
+    assert again.version == other_root.version == first.version
+    # the manifest keeps provenance and says where the images are now
+    rows = read_manifest(LocalStore(tmp_path / "data"), again.version)
+    assert again.manifest_written and all(r.source_uri.startswith(str(moved)) for r in rows)
+    assert all(r.stored_uri.startswith(str(tmp_path / "data")) for r in rows)
+    assert all(
+        r.stored_uri.startswith(str(tmp_path / "other-root"))
+        for r in read_manifest(LocalStore(tmp_path / "other-root"), other_root.version)
+    )
+
+    (copy / "dog" / "0.png").rename(copy / "cat" / "0.png")  # one label changed
+    relabeled = collect(LocalFolderSource(copy), LocalStore(tmp_path / "other-root"), options)
+    assert relabeled.version != first.version
+    other_split = collect(
+        LocalFolderSource(moved),
+        LocalStore(tmp_path / "data"),
+        CollectOptions(near_duplicate_threshold=-1, seed=1),
+    )
+    assert other_split.version != first.version
+
+
+def test_a_quarantined_json_file_keeps_its_reason_record(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write(src / "img.png", image_bytes(1))
+    write(src / "notes.json", b'{"taken_by": "someone"}')
+    store = LocalStore(tmp_path / "data")
+    result = collect(LocalFolderSource(src), store)
+    (bad,) = result.quarantined_files
+    assert bad.reason == "not_an_image" and bad.stored_uri is not None
+    assert Path(bad.stored_uri).read_bytes() == b'{"taken_by": "someone"}'  # the file, as it was
+    key_hash = Path(bad.stored_uri).name.removesuffix(".json")
+    record = json.loads(store.get_bytes(quarantine_record_key(key_hash)))
+    assert record == {"source_uri": str(src / "notes.json"), "reason": "not_an_image", "detail": bad.detail}

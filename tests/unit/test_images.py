@@ -56,3 +56,23 @@ def test_perceptual_hash_is_stable_under_reencoding_and_differs_between_pictures
     other = Image.open(io.BytesIO(image_bytes(6)))
     assert (perceptual_hash(original) ^ perceptual_hash(near)).bit_count() <= 4
     assert (perceptual_hash(original) ^ perceptual_hash(other)).bit_count() > 10
+
+
+def rotated_with_exif(upright: bytes, orientation: int = 6) -> bytes:
+    """The picture stored the way a phone stores it: pixels turned, EXIF saying how to turn them back."""
+    image = Image.open(io.BytesIO(upright))
+    stored = image.transpose(Image.Transpose.ROTATE_90)  # orientation 6 undoes this (rotate 270)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_exif_orientation_gives_upright_sizes_and_hash() -> None:
+    upright = image_bytes(7, (20, 40))
+    info = inspect_image(upright, ImageLimits())
+    turned = inspect_image(rotated_with_exif(upright), ImageLimits())
+    assert isinstance(info, ImageInfo) and isinstance(turned, ImageInfo)
+    assert (turned.width, turned.height) == (info.width, info.height) == (20, 40)
+    assert turned.phash == info.phash  # the same picture: lossless, so the same hash

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from loopline.data.splits import SplitFractions, stratified_split
+from loopline.data.splits import SplitFractions, SplitFractionsError, stratified_split
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,19 @@ def test_adding_images_keeps_most_assignments() -> None:
     assert moved <= 10
 
 
-@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.1), (0.5, 0.5), (0.0, 1.0)])
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.1), (0.5, 0.5), (0.0, 1.0), (0.7, 0.4)])
 def test_bad_fractions_are_refused(val: float, test: float) -> None:
-    with pytest.raises(ValueError, match="val \\+ test < 1"):
+    with pytest.raises(SplitFractionsError, match=r"val \+ test < 1.*To fix this"):
         SplitFractions(val=val, test=test)
+
+
+@pytest.mark.parametrize(
+    ("val", "test"), [(0.0, 0.9), (0.1, 0.85), (0.45, 0.45), (0.6, 0.3), (0.0, 0.0), (0.15, 0.15)]
+)
+def test_every_label_keeps_training_data(val: float, test: float) -> None:
+    counts = {f"label{n}": n for n in range(1, 13)}
+    assignment = stratified_split(items(counts), SplitFractions(val=val, test=test))
+    per = Counter((h.split("-")[0], s) for h, s in assignment.items())
+    for label, n in counts.items():
+        assert per[label, "train"] >= 1, (label, n, per[label, "val"], per[label, "test"])
+        assert per[label, "train"] + per[label, "val"] + per[label, "test"] == n

@@ -1,10 +1,13 @@
 """Collect: turn a folder or S3 prefix of raw files into a clean, content-addressed, versioned dataset.
 
-Every file is read and decoded; bad files are copied to ``quarantine/`` with a reason (never deleted
-from the source); exact duplicates (same SHA-256) and near duplicates (perceptual hashes within a
+Every file is read and decoded; bad files are copied to ``quarantine/<sha256><ext>`` with a reason
+record beside them, ``quarantine/<sha256>.reason.json`` (a stored file's key has at most one dot after
+the hash, so a record never collides with a quarantined file, not even one named ``notes.json``); the
+source is never changed. Exact duplicates (same SHA-256) and near duplicates (perceptual hashes within a
 Hamming threshold) are left out of the manifest, one representative kept. Each file is read once:
 good images are stored as they are checked, under ``images/<hh>/<sha256>.<ext>`` (so a near duplicate's
 blob stays stored, unreferenced); the manifest is written last, so a failure leaves no partial manifest.
+The dataset version depends on content, labels and splits only (see ``loopline.data.manifest``).
 """
 
 from __future__ import annotations
@@ -122,6 +125,11 @@ def _suffix(uri: str) -> str:
     return PurePosixPath(uri).suffix.lower()[:10]
 
 
+def quarantine_record_key(key_hash: str) -> str:
+    """Where the reason for quarantining a file is recorded (never the key of a quarantined file)."""
+    return f"quarantine/{key_hash}.reason.json"
+
+
 def _put_once(store: DataStore, key: str, data: bytes) -> bool:
     """Write ``key`` unless it exists (content-addressed keys make this idempotent)."""
     if store.exists(key):
@@ -149,7 +157,8 @@ def _scan(source: Source, store: DataStore, file: SourceFile, limits: ImageLimit
         stored = f"quarantine/{key_hash}{_suffix(file.uri)}"
         _put_once(store, stored, data)
     record = {"source_uri": file.uri, "reason": result.reason, "detail": result.detail}
-    written = _put_once(store, f"quarantine/{key_hash}.json", json.dumps(record, sort_keys=True).encode())
+    record_bytes = json.dumps(record, sort_keys=True).encode()
+    written = _put_once(store, quarantine_record_key(key_hash), record_bytes)
     return _Scanned(file, sha, result, store.uri(stored) if stored else None, written)
 
 

@@ -1,7 +1,11 @@
 """Decode-check one image and compute its perceptual hash.
 
 Every file is fully decoded (not just its header), so truncated and corrupt files are caught here and
-quarantined with a reason rather than failing a training job later.
+quarantined with a reason rather than failing a training job later. Sizes and the perceptual hash are
+those of the upright picture: the EXIF orientation is applied (a phone photo stored 40x20 with
+orientation 6 is 20x40), as ``loopline.data.pixels.decode_rgb`` does for every stage that reads pixels.
+(Pillow reads damaged EXIF as "no orientation", with a warning; if reading it raises, the image is
+``corrupt``.)
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 QuarantineReason = Literal[
     "zero_byte",
@@ -25,6 +29,9 @@ QuarantineReason = Literal[
     "too_small",
     "extreme_aspect_ratio",
 ]
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 upright; 5-8 rotate by 90 degrees (width and height swap)
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+
 QUARANTINE_REASONS: tuple[QuarantineReason, ...] = (
     "zero_byte",
     "unreadable",
@@ -73,6 +80,7 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo | Rejection:
             if width * height > limits.max_pixels:
                 return Rejection("too_large", f"{width}x{height} exceeds {limits.max_pixels} pixels")
             image.load()
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
     except UnidentifiedImageError:
         return Rejection("not_an_image", "no image format recognises the bytes")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -82,6 +90,8 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo | Rejection:
         if "truncated" in message.lower() or isinstance(exc, EOFError):
             return Rejection("truncated", message)
         return Rejection("corrupt", message or type(exc).__name__)
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
     if min(width, height) < limits.min_side:
         return Rejection("too_small", f"{width}x{height} is below the minimum side {limits.min_side}")
     ratio = max(width, height) / min(width, height)
@@ -90,7 +100,8 @@ def inspect_image(data: bytes, limits: ImageLimits) -> ImageInfo | Rejection:
             "extreme_aspect_ratio",
             f"{width}x{height} has aspect ratio {ratio:.1f} > {limits.max_aspect_ratio}",
         )
-    return ImageInfo(width=width, height=height, format=fmt, phash=perceptual_hash(image))
+    upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+    return ImageInfo(width=width, height=height, format=fmt, phash=perceptual_hash(upright))
 
 
 @cache

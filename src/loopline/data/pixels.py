@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ class ImageReader:
     def __init__(self, settings: Settings, cache_dir: str | Path | None = None) -> None:
         self._settings = settings
         self._client: S3Client | None = None
+        self._client_lock = threading.Lock()  # readers are shared by threads: make one client
         self.cache_dir = Path(cache_dir) if cache_dir else settings.resolved_home / "cache" / "images"
 
     def read_bytes(self, uri: str) -> bytes:
@@ -47,8 +49,9 @@ class ImageReader:
         cached = self.cache_dir / bucket / key
         if cached.exists():
             return cached.read_bytes()
-        if self._client is None:
-            self._client = make_s3_client(self._settings)
+        with self._client_lock:
+            if self._client is None:
+                self._client = make_s3_client(self._settings)
         data: bytes = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".part-")  # atomic: no half-written cache
