@@ -113,6 +113,8 @@ def run_arm(
             seed=seed * 10_000 + round_,
         )
         labeled.extend(int(unlabeled[i]) for i in selection.indices)
+        if len(set(labeled)) != len(labeled):  # a repeated pick would be counted as a new label
+            raise RuntimeError(f"{name(strategy)} picked an image twice (seed {seed}, round {round_})")
     return Curve(tuple(labels), tuple(accuracy))
 
 
