@@ -32,7 +32,8 @@ def config() -> LabelConfig:
 @pytest.fixture(scope="module")
 def brightness_model(tmp_path_factory: pytest.TempPathFactory) -> ChampionModel:
     """An ONNX model that says "bright" above mid-grey (123.7 of 255) and is unsure near it."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     from loopline.training.onnx_export import export_onnx
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 2))
