@@ -4,8 +4,10 @@ Input: a ``DatasetRef`` (from collect) and ``LabelParameters``. Output: a ``Labe
 (labeled manifest ``labels/<version>.jsonl`` with consensus labels, annotators and splits).
 Steps: get-or-create the project (keyed by dataset version, task type and label set) → import this
 round's images (idempotent by content hash) → wait for the annotations (progress artifact) → snapshot
-export → agreement report (artifact) → typed review (``loopline approve RUN_ID [--reject]``; a
-suspension under a deployment, a pause in-process) → agreement gate → labeled manifest.
+export → tied images get one more annotator each, up to ``max_annotators_per_task`` (re-export) →
+agreement report (Krippendorff's alpha; unresolved ties listed with links; artifact) → typed review
+(``loopline approve RUN_ID [--reject]``; a suspension under a deployment, a pause in-process) →
+agreement gate (a ``GateVerdict``) → labeled manifest (what was and was not written: artifact).
 A rejected batch goes back to Label Studio with one more annotator per image.
 
 Run: ``prefect deployment run 'label-images/local' -p dataset='{…}'`` or as part of the pipeline.
@@ -16,14 +18,18 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from loopline.errors import QualityGateFailed
-from loopline.labeling.agreement import check_agreement_gate
+from loopline.labeling.agreement import AGREEMENT_FIX, agreement_gate
+from loopline.labeling.export import ExportSummary
 from loopline.labeling.report import render_agreement_report
+from loopline.labeling.studio import Project
+from loopline.labeling.ties import more_annotators
 from tasks.collect import DatasetRef
 from tasks.label import (
     ChampionRef,
     LabeledDatasetRef,
     LabelParameters,
     agreement_of,
+    ask_for_tie_breaks,
     export_labels,
     import_round,
     prepare_project,
@@ -35,12 +41,19 @@ from tasks.label import (
 from tasks.review import ask_for_review, record_review
 
 
-def _gate_violations(report, params: LabelParameters) -> list[str]:  # type: ignore[no-untyped-def]
-    try:
-        check_agreement_gate(report, params.min_kappa, params.min_label_kappa)
-    except QualityGateFailed as exc:
-        return [line[2:] for line in str(exc).splitlines() if line.startswith("- ")]
-    return []
+def break_ties(
+    project: Project, export_id: int, summary: ExportSummary, params: LabelParameters
+) -> tuple[int, ExportSummary, int]:
+    """One more annotator per tied task, export again, until no tie may grow (the cap, or an ask nobody
+    answered). Returns the latest export, its summary, and how many extra annotations were asked for."""
+    asked: dict[int, int] = {}
+    extra = 0
+    while overlaps := more_annotators(summary.ties, params.max_annotators_per_task, asked):
+        progress = ask_for_tie_breaks(project, overlaps, params)
+        asked.update(overlaps)
+        extra += len(overlaps)
+        export_id, summary = export_labels(project, progress, params)
+    return export_id, summary, extra
 
 
 def label_stage(
@@ -60,9 +73,10 @@ def label_stage(
                 studio.set_maximum_annotations(project.id, annotators)
         progress = wait_for_labels(project, target, annotators, params)
         export_id, summary = export_labels(project, progress, params)
+        export_id, summary, tie_breaks = break_ties(project, export_id, summary, params)
         report = agreement_of(summary, params)
-        violations = _gate_violations(report, params)
-        markdown = render_agreement_report(project_url, summary, report, violations)
+        verdict = agreement_gate(report, params.min_agreement, params.min_label_agreement)
+        markdown = render_agreement_report(project_url, summary, report, verdict, tie_breaks)
         publish_agreement(markdown, summary, report)
         review = ask_for_review(
             f"label-review-{project.id}-{round_number}",
@@ -72,7 +86,7 @@ def label_stage(
         )
         record_review("label", f"project {project.id}, export {export_id}", review)
         if review.decision == "approve":
-            check_agreement_gate(report, params.min_kappa, params.min_label_kappa)
+            verdict.raise_if_failed(AGREEMENT_FIX)
             return write_labeled(dataset, project, export_id, summary, report, params, champion)
         logger.info(
             "Labels sent back (%s): asking for %d annotations per image", review.comment, annotators + 1

@@ -17,7 +17,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from blocks.servers import BLOCK_NAME, LabelStudioServer
 from loopline.data.manifest import ManifestRow, read_manifest
@@ -26,10 +26,11 @@ from loopline.data.s3 import parse_s3_uri
 from loopline.data.splits import SplitFractions
 from loopline.data.store import open_store
 from loopline.errors import LabelStudioUnavailable
-from loopline.labeling.agreement import AgreementReport, agreement_report
+from loopline.labeling.agreement import AgreementReport, agreement_parameter_problems, agreement_report
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
 from loopline.labeling.export import ExportSummary, parse_classification_export
 from loopline.labeling.labeled import build_labeled_rows, read_labeled_manifest, write_labeled_manifest
+from loopline.labeling.report import render_labeled_manifest
 from loopline.labeling.rounds import ChampionModel, RoundSelection, render_selection_report, select_round
 from loopline.labeling.studio import LabelStudio, Project, ProjectProgress
 from loopline.registry.artifacts import download_model_files
@@ -49,8 +50,23 @@ class LabelParameters(BaseModel):
     )
     budget: int = Field(default=300, ge=1, description="Images sent to people in this round.")
     annotators_per_task: int = Field(default=2, ge=1, le=10, description="Annotations required per image.")
-    min_kappa: float = Field(default=0.6, ge=-1, le=1, description="Agreement gate: minimum kappa.")
-    min_label_kappa: float | None = Field(default=None, description="Optional gate on every label's kappa.")
+    max_annotators_per_task: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="A tied image gets one more annotator in the same round, up to this many annotators; "
+        "what is still tied then is listed in the review for a person to decide.",
+    )
+    min_agreement: float | None = Field(
+        default=0.6,
+        ge=-1,
+        le=1,
+        description="Agreement gate: minimum Krippendorff's alpha (nominal) over every image with 2+ "
+        "annotations (1 = perfect, 0 = chance). None turns the gate off.",
+    )
+    min_label_agreement: float | None = Field(
+        default=None, ge=-1, le=1, description="Optional gate on every label's alpha (label vs the rest)."
+    )
     wait_timeout_minutes: float = Field(
         default=24 * 60, gt=0, description="Stop waiting for labels after this."
     )
@@ -62,6 +78,33 @@ class LabelParameters(BaseModel):
     test_fraction: float = Field(default=0.15, ge=0, lt=1)
     seed: int = Field(default=0, description="Seed of the round's selection and of the split.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_agreement_gate(cls, data: object) -> object:
+        renamed = {"min_kappa": "min_agreement", "min_label_kappa": "min_label_agreement"}
+        old = sorted(set(renamed) & set(data)) if isinstance(data, dict) else []
+        if old:
+            raise ValueError(
+                f"{', '.join(old)} no longer exist: the agreement gate now measures Krippendorff's alpha "
+                "(order-free, any number of annotators per image). To fix this, use "
+                + " and ".join(renamed[k] for k in old)
+                + " instead (same scale: 1 = perfect, 0 = chance)."
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_labels_and_annotators(self) -> LabelParameters:
+        problems = agreement_parameter_problems(
+            self.labels,
+            self.annotators_per_task,
+            self.max_annotators_per_task,
+            self.min_agreement,
+            self.min_label_agreement,
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class LabeledDatasetRef(BaseModel):
     version: str
@@ -71,7 +114,8 @@ class LabeledDatasetRef(BaseModel):
     project_id: int
     export_id: int
     images: int
-    kappa: float | None
+    kappa: float | None  # Fleiss' kappa (None when images have different numbers of annotations)
+    alpha: float | None = None  # Krippendorff's alpha (nominal): what the agreement gate judged
 
 
 class ChampionRef(BaseModel):
@@ -274,6 +318,39 @@ def wait_for_labels(
 
 
 @task(
+    name="ask-for-tie-breaks",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=retry_on_transient_io,
+)
+def ask_for_tie_breaks(
+    project: Project, overlaps: dict[int, int], params: LabelParameters
+) -> ProjectProgress:
+    """Ask Label Studio for more annotations on tied tasks (task id → annotations wanted) and wait until
+    they have them (or the timeout: what is unanswered stays tied and goes to the review). A task asked
+    for as many before (an earlier run of this flow, e.g. before a review) is not waited for again."""
+    logger = get_run_logger()
+    deadline = time.monotonic() + params.wait_timeout_minutes * 60
+    with studio_from_block() as studio:
+        states = studio.task_states(project.id, list(overlaps))
+        new = {t: n for t, n in overlaps.items() if states[t].overlap < n}
+        if len(new) < len(overlaps):
+            logger.info(
+                "Tied tasks %s were asked before: not waiting again", sorted(set(overlaps) - set(new))
+            )
+        studio.request_annotations(project.id, new)
+        logger.info("Tied tasks %s: asked for one more annotator each", sorted(new))
+        while True:
+            have = studio.task_states(project.id, list(new))
+            waiting = sorted(t for t, n in new.items() if have[t].annotations < n)
+            if not waiting or time.monotonic() > deadline:
+                if waiting:
+                    logger.warning("Stopped waiting for tie-breaks; unanswered tasks: %s", waiting)
+                return studio.progress(project.id)
+            time.sleep(params.poll_seconds)
+
+
+@task(
     name="export-labels", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_on_transient_io
 )
 def export_labels(
@@ -326,7 +403,24 @@ def write_labeled(
         [*prior, *(r for r in new_rows if r.content_hash not in known)], key=lambda r: r.content_hash
     )
     version, uri = write_labeled_manifest(store, rows)
-    get_run_logger().info("Labeled manifest %s: %d images (%s)", version, len(rows), uri)
+    in_dataset = {r.content_hash for r in new_rows}
+    earlier = sorted(in_dataset & known)  # labeled in an earlier round: that label is kept
+    outside = sorted(i.content_hash for i in summary.items if i.content_hash not in in_dataset)
+    get_run_logger().info(
+        "Labeled manifest %s: %d images (%s); %d tied and %d outside the dataset version not written",
+        version,
+        len(rows),
+        uri,
+        len(summary.ties),
+        len(outside),
+    )
+    create_markdown_artifact(
+        key="label-manifest",
+        markdown=render_labeled_manifest(
+            version, uri, summary, len(in_dataset) - len(earlier), len(prior), earlier, outside
+        ),
+        description="What went into the labeled manifest, and what did not",
+    )
     return LabeledDatasetRef(
         version=version,
         manifest_uri=uri,
@@ -335,7 +429,8 @@ def write_labeled(
         project_id=project.id,
         export_id=export_id,
         images=len(rows),
-        kappa=report.kappa,
+        kappa=report.fleiss_kappa,
+        alpha=report.alpha,
     )
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 
 from loopline.errors import LabelConfigMismatch, LabelStudioError, LabelStudioUnavailable, ProjectMissing
-from loopline.labeling.agreement import agreement_report
+from loopline.labeling.agreement import agreement_gate, agreement_report
 from loopline.labeling.configs import parse_label_config, render_label_config
 from loopline.labeling.demo_annotator import annotate_project
 from loopline.labeling.export import parse_classification_export
 from loopline.labeling.predictions import classification_prediction, validate_predictions
+from loopline.labeling.report import render_agreement_report
 from loopline.labeling.studio import LabelStudio
+from loopline.labeling.ties import more_annotators
 from loopline.services.credentials import label_studio_credentials
 from loopline.services.process import free_port
 from loopline.services.standalone import running_service
@@ -113,11 +115,44 @@ def test_demo_annotator_export_and_agreement(studio: LabelStudio) -> None:
     )  # reused, not duplicated
     summary = parse_classification_export(data, CONFIG)
     assert summary.counts["skipped or cancelled"] == 1 and summary.unknown_labels == {"wolf": 1}
-    assert summary.counts["labeled"] + summary.counts["ties sent back"] == 60
+    assert summary.counts["labeled"] + summary.counts["ties (no label yet)"] == 60
     correct = sum(truth[item.content_hash] == item.label for item in summary.items)
     assert correct >= 0.95 * len(summary.items)
-    report = agreement_report({h: r[:2] for h, r in summary.ratings.items()}, LABELS)
-    assert report.kappa_method == "cohen" and 0.6 < (report.kappa or 0) < 1.0
+    report = agreement_report(summary.ratings, LABELS)
+    assert report.items == 60 and 0.6 < (report.alpha or 0) < 1.0
+
+
+def test_a_tie_gets_a_third_annotator_and_a_tie_at_the_cap_is_listed(studio: LabelStudio) -> None:
+    project = studio.get_or_create_project("key-ties", "ties project", CONFIG_XML, 2)
+    ids = studio.import_tasks(project.id, tasks(3, offset=100))
+    people = [studio.ensure_user(f"tie-{k}@loopline.local", "Tie", str(k)) for k in range(2)]
+    for task_id, (first, second) in zip(ids, [("cat", "dog"), ("cat", "dog"), ("eel", "eel")], strict=True):
+        for who, label in zip(people, (first, second), strict=True):
+            choice = {"from_name": "label", "to_name": "image", "type": "choices"}
+            studio.annotate(task_id, [{**choice, "value": {"choices": [label]}}], completed_by=who)
+    assert studio.progress(project.id).finished == 3
+    summary = parse_classification_export(studio.snapshot_export(project.id, "before")[1], CONFIG)
+    asked = more_annotators(summary.ties, 3, {})
+    assert asked == {ids[0]: 3, ids[1]: 3}
+
+    studio.request_annotations(project.id, asked)
+    assert studio.progress(project.id).finished == 1  # Label Studio sees both as needing an annotation
+    assert studio.request("GET", f"/api/projects/{project.id}/next")["id"] in asked  # and queues them
+    truth = {"h100": "cat", "h101": "eel", "h102": "eel"}  # h101's third vote keeps it tied: 1-1-1
+    assert annotate_project(studio, project.id, CONFIG, truth, annotators=2, error_rate=0.0) == 2
+    states = studio.task_states(project.id, list(asked))
+    assert {t: (x.annotations, x.overlap) for t, x in states.items()} == {t: (3, 3) for t in asked}
+    assert studio.progress(project.id).finished == 3
+
+    summary = parse_classification_export(studio.snapshot_export(project.id, "after")[1], CONFIG)
+    assert {i.content_hash: i.label for i in summary.items} == {"h100": "cat", "h102": "eel"}
+    [tie] = summary.ties
+    assert (tie.task_id, tie.annotations, tie.votes) == (ids[1], 3, {"cat": 1, "dog": 1, "eel": 1})
+    assert more_annotators(summary.ties, 3, asked) == {}  # at the cap: a person decides
+    report = agreement_report(summary.ratings, LABELS)
+    url = f"{studio.url}/projects/{project.id}"
+    text = render_agreement_report(url, summary, report, agreement_gate(report, 0.6), len(asked))
+    assert f"| [{ids[1]}]({url}/data?task={ids[1]}) | `h101` | 3 | cat: 1, dog: 1, eel: 1 |" in text
 
 
 def test_errors_name_the_server_and_the_fix(studio: LabelStudio) -> None:

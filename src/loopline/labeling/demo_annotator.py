@@ -46,22 +46,29 @@ def annotate_project(
     error_rate: float = 0.05,
     seed: int = 0,
 ) -> int:
-    """Give every task up to ``annotators`` demo annotations; returns how many were created."""
+    """Give every task ``annotators`` demo annotations, or as many as the task's own ``overlap`` asks for
+    when that is more (a tied task asked for one more annotator); returns how many were created."""
+    tasks = studio.tasks_with_annotations(project_id)
+    wanted = max([annotators, *(int(t.get("overlap") or 0) for t in tasks)])
     users = [
         studio.ensure_user(f"demo-annotator-{k + 1}@loopline.local", "Demo annotator", str(k + 1))
-        for k in range(annotators)
+        for k in range(wanted)
     ]
     created = 0
-    for task in studio.tasks_with_annotations(project_id):
+    for task in tasks:
         content_hash = (task.get("data") or {}).get("content_hash", "")
         truth = ground_truth.get(content_hash)
         if truth is None:
             logger.warning("task %s: no ground truth for %s, left for people", task["id"], content_hash[:12])
             continue
         done_by = {a.get("completed_by") for a in task.get("annotations", [])}
+        missing = max(annotators, int(task.get("overlap") or 0)) - len(task.get("annotations", []))
         for k, user in enumerate(users):
+            if missing <= 0:
+                break
             if user in done_by:
                 continue
+            missing -= 1
             label = demo_label(truth, config.labels, error_rate, seed, content_hash, k)
             result = [
                 {

@@ -1,7 +1,8 @@
 """Turn a Label Studio JSON export into labels: one consensus label per image, every decision counted.
 
 Cancelled (skipped) annotations, empty results and labels outside the label set are never silently
-dropped: each is counted, and items whose annotators tie are sent back for review.
+dropped: each is counted. Items whose annotators tie get no label here: they are returned as
+``TiedTask``s (task id, votes) for one more annotator or for a person to decide.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from loopline.labeling.agreement import majority_vote
 from loopline.labeling.configs import LabelConfig
+from loopline.labeling.ties import TiedTask
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class LabeledItem:
 class ExportSummary:
     items: tuple[LabeledItem, ...]
     ratings: dict[str, list[str]]  # content hash → every valid label given
-    ties: tuple[str, ...]
+    ties: tuple[TiedTask, ...]  # no label: still tied after this export
     counts: dict[str, int]
     unknown_labels: dict[str, int]
 
@@ -53,6 +55,7 @@ def parse_classification_export(tasks: list[dict[str, Any]], config: LabelConfig
     ratings: dict[str, list[str]] = {}
     records: dict[str, list[AnnotationRecord]] = {}
     task_ids: dict[str, int] = {}
+    looked: Counter[str] = Counter()  # content hash → every annotation, skips included
     for task in tasks:
         counts["tasks"] += 1
         content_hash = (task.get("data") or {}).get("content_hash")
@@ -62,6 +65,7 @@ def parse_classification_export(tasks: list[dict[str, Any]], config: LabelConfig
         task_ids[content_hash] = int(task["id"])
         for annotation in task.get("annotations", []):
             counts["annotations"] += 1
+            looked[content_hash] += 1
             if annotation.get("was_cancelled"):
                 counts["skipped or cancelled"] += 1
                 continue
@@ -82,9 +86,12 @@ def parse_classification_export(tasks: list[dict[str, Any]], config: LabelConfig
             )
     consensus = majority_vote(ratings)
     counts["labeled"] = len(consensus.labels)
-    counts["ties sent back"] = len(consensus.ties)
+    counts["ties (no label yet)"] = len(consensus.ties)
     counts["without a valid annotation"] = len(task_ids) - len(ratings)
     items = tuple(
         LabeledItem(h, task_ids[h], label, tuple(records[h])) for h, label in sorted(consensus.labels.items())
     )
-    return ExportSummary(items, ratings, consensus.ties, dict(counts), dict(unknown))
+    ties = tuple(
+        TiedTask(h, task_ids[h], looked[h], dict(sorted(Counter(ratings[h]).items()))) for h in consensus.ties
+    )
+    return ExportSummary(items, ratings, ties, dict(counts), dict(unknown))

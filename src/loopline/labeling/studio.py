@@ -28,6 +28,12 @@ class ProjectProgress:
 
 
 @dataclass(frozen=True)
+class TaskState:
+    annotations: int  # skipped ones included
+    overlap: int  # annotations Label Studio asks for
+
+
+@dataclass(frozen=True)
 class Project:
     id: int
     title: str
@@ -139,6 +145,31 @@ class LabelStudio:
             project_id=project_id,
             json={"maximum_annotations": maximum_annotations},
         )
+
+    def request_annotations(self, project_id: int, overlaps: dict[int, int]) -> None:
+        """Ask for ``overlap`` annotations on each task (task id → overlap), e.g. one more for a tie.
+
+        Label Studio Community keeps a per-task ``overlap``; PATCHing it alone leaves the task's
+        ``is_labeled`` flag stale (the task stays "finished" and out of the labeling queue until its next
+        annotation), so the flag is cleared in the same call. Changing the project's
+        ``maximum_annotations`` later resets the overlap of every task above 1 to the new maximum.
+        """
+        for task_id, overlap in sorted(overlaps.items()):
+            self.request(
+                "PATCH",
+                f"/api/tasks/{task_id}",
+                project_id=project_id,
+                json={"overlap": overlap, "is_labeled": False},
+            )
+
+    def task_states(self, project_id: int, task_ids: list[int]) -> dict[int, TaskState]:
+        """Task id → its annotations (skipped ones included) and overlap; one request per task, so for
+        a few tasks (Label Studio's exports leave the overlap out)."""
+        states = {}
+        for task_id in sorted(task_ids):
+            body = self.request("GET", f"/api/tasks/{task_id}", project_id=project_id)
+            states[task_id] = TaskState(len(body.get("annotations") or []), int(body.get("overlap") or 1))
+        return states
 
     def progress(self, project_id: int) -> ProjectProgress:
         body = self.request("GET", f"/api/projects/{project_id}", project_id=project_id)
