@@ -99,7 +99,7 @@ def label_stage(
 
 @flow(name="label-images")
 def label_flow(
-    dataset: DatasetRef, params: LabelParameters | None = None, champion: ChampionRef | None = None
+    dataset: DatasetRef, params: LabelParameters, champion: ChampionRef | None = None
 ) -> LabeledDatasetRef:
     """Label a collected dataset version (with a champion: active learning and pre-annotations)."""
-    return label_stage(dataset, params or LabelParameters(), champion)
+    return label_stage(dataset, params, champion)

@@ -27,7 +27,7 @@ class PipelineParameters(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     collect: CollectParameters = Field(..., description="What to collect.")
-    label: LabelParameters = Field(default_factory=LabelParameters, description="How to label it.")
+    label: LabelParameters = Field(..., description="How to label it: the label set, budget, gates.")
     train: TrainParameters = Field(default_factory=TrainParameters, description="How to train.")
     registration: RegisterParameters = Field(
         default_factory=RegisterParameters,

@@ -24,7 +24,7 @@ trap 'kill $annotator 2>/dev/null || true' EXIT
 for round in 1 2; do
   echo "== round $round"
   params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-$round\"},
-    \"label\": {\"auto_approve\": true, \"budget\": 200},
+    \"label\": {\"labels\": [\"0\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"], \"auto_approve\": true, \"budget\": 200},
     \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\",
     \"register\": {\"auto_approve\": true}}}"
   .venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch

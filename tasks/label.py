@@ -46,7 +46,7 @@ class LabelParameters(BaseModel):
         default="classification", description="Only classification is exported to training so far."
     )
     labels: list[str] = Field(
-        default_factory=lambda: [str(d) for d in range(10)], description="The label set (the demo: digits)."
+        ..., description='The label set, e.g. ["cat", "dog"] (no default: it is your data\'s).'
     )
     budget: int = Field(default=300, ge=1, description="Images sent to people in this round.")
     annotators_per_task: int = Field(default=2, ge=1, le=10, description="Annotations required per image.")

@@ -21,6 +21,7 @@ from loopline.labeling.studio import LabelStudio
 from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
+DIGITS = [str(d) for d in range(10)]  # the demo data's label set
 
 
 def wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 420) -> dict:  # type: ignore[type-arg]
@@ -98,7 +99,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         try:
             params = {
                 "collect": {"source": str(home / "demo" / "round-1")},
-                "label": {"budget": 150, "poll_seconds": 1},
+                "label": {"labels": DIGITS, "budget": 150, "poll_seconds": 1},
                 "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
             }
@@ -225,7 +226,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         try:
             round_two = {
                 "collect": {"source": str(home / "demo" / "round-2")},
-                "label": {"budget": 100, "poll_seconds": 1, "auto_approve": True},
+                "label": {"labels": DIGITS, "budget": 100, "poll_seconds": 1, "auto_approve": True},
                 "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
                 "register": {"gate": {"min_gain": -1, "max_class_regression": 1}},

@@ -24,11 +24,16 @@ pytestmark = pytest.mark.unit
 )
 def test_a_plan_that_cannot_work_is_refused_before_any_work(values: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        LabelParameters(**values)
+        LabelParameters(**{"labels": ["cat", "dog"], **values})
+
+
+def test_the_label_set_has_no_default() -> None:
+    with pytest.raises(ValidationError, match="labels"):
+        LabelParameters()  # type: ignore[call-arg]
 
 
 def test_one_annotator_is_fine_without_a_gate() -> None:
-    params = LabelParameters(annotators_per_task=1, min_agreement=None)
+    params = LabelParameters(labels=["cat", "dog"], annotators_per_task=1, min_agreement=None)
     assert params.min_agreement is None and params.max_annotators_per_task == 3
 
 
