@@ -27,7 +27,10 @@ for round in 1 2; do
     \"label\": {\"labels\": [\"0\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"], \"auto_approve\": true, \"budget\": 200},
     \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\",
     \"register\": {\"auto_approve\": true}}}"
-  .venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params" --watch
+  started=$(.venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params")
+  run_id=$(grep -oE 'UUID: [0-9a-f-]{36}' <<<"$started" | cut -d' ' -f2)
+  # one line per step; the whole log of the run goes to .loopline/logs/run-ID.log
+  .venv/bin/loopline watch "$run_id"
 done
 echo
 echo "== datasets"
