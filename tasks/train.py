@@ -68,7 +68,9 @@ def optuna_storage_url(secret_name: str | None) -> str:
     if secret_name:
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(secret_name).get())
+        secret = Secret.load(secret_name)
+        assert isinstance(secret, Secret)
+        return str(secret.get())
     settings = get_settings()
     if settings.optuna_storage is not None:
         return settings.optuna_storage.get_secret_value()
@@ -90,7 +92,7 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         "dataset_version": labels.dataset_version,
         "label_studio.project_id": str(labels.project_id),
         "label_studio.export_id": str(labels.export_id),
-        "labels.kappa": "" if labels.kappa is None else f"{labels.kappa:.4f}",
+        "labels.alpha": "" if labels.alpha is None else f"{labels.alpha:.4f}",
         "prefect.flow_run_id": str(context.flow_run.id) if context and context.flow_run else "",
         "hardware": hardware.description,
     }
