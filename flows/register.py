@@ -2,8 +2,12 @@
 alias, an evaluation gate against the `champion` on the same frozen test split, and a typed approval.
 
 Input: ``TrainedModelRef`` + ``LabeledDatasetRef`` + ``RegisterParameters``. Output: ``RegisteredModelRef``.
-Artifacts: ``model-evaluation`` (report with the mistakes gallery), ``model-review`` (the decision),
-``model-aliases`` (every alias change). Approve moves `champion` to the version; reject leaves the aliases.
+The gate (``loopline.registry.gate.model_gate``) pairs champion and challenger image by image (McNemar);
+a drop fails it only when significant and beyond the rule's tolerance; its ``GateVerdict`` notes what the
+test set is too small to tell. Artifacts: ``model-evaluation`` (report with Wilson intervals, paired tests,
+the verdict and a gallery of the most confident mistakes), ``model-review`` (the decision),
+``model-aliases`` (every alias change). Approve moves `champion` to the version (which then drops
+`challenger`); reject leaves the aliases.
 Run: ``prefect deployment run 'register-model/local' -p model='{…}' -p labels='{…}'``, or as a pipeline
 stage; ``loopline approve RUN_ID`` (or the Prefect UI) answers the review.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from loopline.registry.gate import compare, gate_violations
+from loopline.registry.gate import compare, model_gate
 from loopline.registry.registry import (
     CHALLENGER,
     CHAMPION,
@@ -23,6 +27,7 @@ from loopline.registry.registry import (
     resolve_alias,
 )
 from loopline.registry.report import render_evaluation
+from loopline.verdict import GateVerdict
 from tasks.label import LabeledDatasetRef
 from tasks.register import (
     RegisteredModelRef,
@@ -35,16 +40,19 @@ from tasks.review import ModelReview, ask_for_review, record_review
 from tasks.train import TrainedModelRef
 
 
-def _publish_alias_change(name: str, change: AliasChange) -> None:
-    create_markdown_artifact(
-        key="model-aliases",
-        markdown=(
-            f"# {name}: `{change.alias}` moved\n\n| from | to | who | when | why |\n|---|---|---|---|---|\n"
-            f"| {change.from_version or '-'} | {change.to_version} | {change.who} | {change.when} | "
-            f"{change.why} |\n"
-        ),
-        description=f"{change.alias}: v{change.from_version or '-'} → v{change.to_version}",
-    )
+def _publish_alias_changes(name: str, changes: list[AliasChange]) -> None:
+    for change in changes:
+        to = f"v{change.to_version}" if change.to_version else "removed"
+        create_markdown_artifact(
+            key="model-aliases",
+            markdown=(
+                f"# {name}: `{change.alias}` {'moved' if change.to_version else 'removed'}\n\n"
+                "| from | to | who | when | why |\n|---|---|---|---|---|\n"
+                f"| {change.from_version or '-'} | {change.to_version or '-'} | {change.who} | "
+                f"{change.when} | {change.why} |\n"
+            ),
+            description=f"{change.alias}: v{change.from_version or '-'} → {to}",
+        )
 
 
 def register_stage(
@@ -57,7 +65,7 @@ def register_stage(
     name, version = params.model_name, registered.version
 
     def reference(
-        decision: str, champion: str | None, violations: list[str] | None = None
+        decision: str, champion: str | None, verdict: GateVerdict | None = None
     ) -> RegisteredModelRef:
         return RegisteredModelRef(
             name=name,
@@ -65,7 +73,8 @@ def register_stage(
             run_id=model.run_id,
             decision=decision,
             champion_version=champion,
-            violations=violations or [],
+            violations=list(verdict.violations) if verdict else [],
+            notes=list(verdict.notes) if verdict else [],
         )
 
     decided = client.get_model_version(name, version).tags.get("review.decision")
@@ -74,28 +83,32 @@ def register_stage(
         return reference(decided, str(champion.version) if champion else None)
     current = resolve_alias(client, name, CHALLENGER)
     if current is None or str(current.version) != version:
-        _publish_alias_change(
+        _publish_alias_changes(
             name, move_alias(client, name, CHALLENGER, version, "loopline", "new candidate")
         )
 
-    challenger, champion, champion_version = evaluate_against_champion(registered, model, labels, params)
+    evaluations = evaluate_against_champion(registered, model, labels, params)
+    challenger, champion = evaluations.challenger, evaluations.champion
     comparison = compare(challenger, champion)
-    violations = gate_violations(challenger, comparison, params.gate)
+    verdict = model_gate(challenger, comparison, params.gate)
     report = render_evaluation(
         name,
         version,
         challenger,
         champion,
-        champion_version,
+        evaluations.champion_version,
         comparison,
-        violations,
-        min_class_support=params.gate.min_class_support,
+        verdict,
+        thumbnail=evaluations.thumbnails.get,
+        confidence=1 - params.gate.alpha,
     )
     create_markdown_artifact(markdown=report, key="model-evaluation", description=f"{name} v{version}")
-    if violations:
-        logger.warning("%s v%s failed the gate: %s", name, version, "; ".join(violations))
-        record_decision(client, name, version, "gate_failed", "loopline", "; ".join(violations))
-        return reference("gate_failed", champion_version, violations)
+    for note in verdict.notes:
+        logger.info("%s v%s gate note: %s", name, version, note)
+    if not verdict.passed:
+        logger.warning("%s v%s failed the gate: %s", name, version, verdict.summary())
+        record_decision(client, name, version, "gate_failed", "loopline", "; ".join(verdict.violations))
+        return reference("gate_failed", evaluations.champion_version, verdict)
 
     review = ask_for_review(
         f"model-review-{name}-{version}",
@@ -108,12 +121,12 @@ def register_stage(
     who = review.reviewer or "unknown"
     if review.decision == "approve":
         why = review.comment or "approved"
-        _publish_alias_change(name, move_alias(client, name, CHAMPION, version, who, why))
+        _publish_alias_changes(name, move_alias(client, name, CHAMPION, version, who, why))
         record_decision(client, name, version, "approved", who, review.comment)
-        return reference("approved", version)
+        return reference("approved", version, verdict)
     record_decision(client, name, version, "rejected", who, review.comment)
     logger.info("%s v%s rejected (%s): aliases untouched", name, version, review.comment)
-    return reference("rejected", champion_version)
+    return reference("rejected", evaluations.champion_version, verdict)
 
 
 @flow(name="register-model")

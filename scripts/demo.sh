@@ -19,8 +19,9 @@ trap 'kill $annotator 2>/dev/null || true' EXIT
 # Training is dispatched to the train-model/local deployment (on a cluster: train-model/k8s-gpu).
 # Round 1: a random first batch is labeled, trained on, registered and approved: the champion.
 # Round 2: new images; the champion picks what to label (active learning) and pre-annotates it; the
-# challenger trained on both rounds' labels is gated against the champion (default rules; the demo's test
-# split is too small per class for the per-class rule, so the overall rules decide), then approved.
+# challenger trained on both rounds' labels is gated against the champion (default rules: a drop fails only
+# when McNemar's paired test finds it significant; the report notes what the small test split cannot tell),
+# then approved.
 for round in 1 2; do
   echo "== round $round"
   params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-$round\"},

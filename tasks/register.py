@@ -1,25 +1,24 @@
 """Register tasks: a trained run → a registered version with lineage and a model card, evaluated with its
-ONNX artifact against the champion on the challenger's frozen test split, and the decision recorded."""
+ONNX artifact against the champion on the challenger's frozen test split (``loopline.registry.evaluate``),
+and the decision recorded."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from prefect import get_run_logger, task
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field, field_validator
 
+from loopline.data.pixels import ImageReader
 from loopline.data.store import open_store
-from loopline.errors import RegistryError
 from loopline.labeling.labeled import read_labeled_manifest
-from loopline.registry.artifacts import download_model_files
-from loopline.registry.evaluation import Evaluation, evaluate_onnx
-from loopline.registry.gate import GateRules, IncomparableModels, check_no_leak
+from loopline.registry.artifacts import fetch_model_files
+from loopline.registry.evaluate import ModelEvaluations, evaluate_models
+from loopline.registry.gate import GateRules
 from loopline.registry.registry import (
     CHAMPION,
     Registered,
@@ -30,7 +29,6 @@ from loopline.registry.registry import (
 )
 from loopline.registry.report import render_model_card
 from loopline.settings import get_settings
-from loopline.training.data import ClassMapping, LabeledImages, build_transform
 from loopline.training.train import ONNX_TOLERANCE
 from tasks.label import ChampionRef, LabeledDatasetRef
 from tasks.retry import retry_on_transient_io
@@ -61,6 +59,7 @@ class RegisteredModelRef(BaseModel):
     decision: Literal["approved", "rejected", "gate_failed"]
     champion_version: str | None
     violations: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # what the gate could not tell (e.g. a small test set)
 
 
 @task(name="find-champion", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=retry_on_transient_io)
@@ -148,47 +147,21 @@ def register_version(
 )
 def evaluate_against_champion(
     registered: Registered, model: TrainedModelRef, labels: LabeledDatasetRef, params: RegisterParameters
-) -> tuple[Evaluation, Evaluation | None, str | None]:
+) -> ModelEvaluations:
     """The challenger and (if any) the champion, both through ONNX Runtime on the challenger's test split."""
+    settings = get_settings()
     client = mlflow_client(model.tracking_uri)
-    rows = [
-        r
-        for r in read_labeled_manifest(open_store(labels.data_root, get_settings()), labels.version)
-        if r.split == "test"
-    ]
-    hashes = [r.content_hash for r in rows]
-    test_set = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
+    rows = read_labeled_manifest(open_store(labels.data_root, settings), labels.version)
     champion = resolve_alias(client, params.model_name, CHAMPION)
+    if champion is not None and str(champion.version) == registered.version:
+        champion = None  # a rerun after this version was approved: nothing to compare with
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path, mapping, _ = download_model_files(model.run_id, Path(tmp) / "challenger")
-        classes = ClassMapping(tuple(mapping["labels"]))
-        images, truth = _test_arrays(rows, classes, int(mapping["input_size"]))
-        challenger_eval = evaluate_onnx(onnx_path, images, truth, classes.labels, hashes, test_set)
-        if champion is None or str(champion.version) == registered.version:
-            return challenger_eval, None, None
-        champion_path, champion_mapping, champion_splits = download_model_files(
-            champion.run_id, Path(tmp) / "champion"
+        challenger_files = fetch_model_files(model.run_id, Path(tmp) / "challenger")
+        champion_files = fetch_model_files(champion.run_id, Path(tmp) / "champion") if champion else None
+        return evaluate_models(
+            rows,
+            challenger_files,
+            champion_files,
+            str(champion.version) if champion else None,
+            ImageReader(settings).open,
         )
-        if tuple(champion_mapping["labels"]) != classes.labels:
-            raise IncomparableModels(
-                f"The champion v{champion.version} predicts {champion_mapping['labels']}, the challenger "
-                f"{list(classes.labels)}. To fix this, register a model with a new label set under a new "
-                "name."
-            )
-        check_no_leak(
-            set(champion_splits["train"]) | set(champion_splits["val"]), set(hashes), f"v{champion.version}"
-        )
-        size = int(champion_mapping["input_size"])
-        champion_images = (
-            images if size == int(mapping["input_size"]) else _test_arrays(rows, classes, size)[0]
-        )
-        champion_eval = evaluate_onnx(champion_path, champion_images, truth, classes.labels, hashes, test_set)
-    return challenger_eval, champion_eval, str(champion.version)
-
-
-def _test_arrays(rows: list[Any], classes: ClassMapping, size: int) -> tuple[np.ndarray, np.ndarray]:
-    if not rows:
-        raise RegistryError("The labeled manifest has no test split. To fix this, relabel with more images.")
-    dataset = LabeledImages(rows, classes, build_transform(size, train=False))
-    pairs = [dataset[i] for i in range(len(dataset))]
-    return np.stack([p[0].numpy() for p in pairs]).astype(np.float32), np.array([p[1] for p in pairs])

@@ -221,7 +221,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert {"collect-counts", "collect-summary", "collect-progress"} <= artifacts
 
         # Round 2: more images; the champion chooses what to label (active learning) and pre-annotates it;
-        # the challenger is gated against the champion (rules relaxed: the test set is small) and approved.
+        # the challenger is gated against the champion (default rules) and approved.
         annotator = start_demo_annotator(home, env)
         try:
             round_two = {
@@ -229,7 +229,6 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
                 "label": {"labels": DIGITS, "budget": 100, "poll_seconds": 1, "auto_approve": True},
                 "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
-                "register": {"gate": {"min_gain": -1, "max_class_regression": 1}},
             }
             second = start_pipeline(round_two, env)
             wait_for_pause(api, second, "model-review-")

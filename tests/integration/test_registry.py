@@ -33,15 +33,18 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield mlflow.MlflowClient(spec.url)
 
 
-def logged_onnx_run(tmp_path: Path) -> str:
-    """A real run holding a (tiny) ONNX model, as training logs it."""
+def logged_onnx_run(
+    tmp_path: Path, labels: tuple[str, ...] = ("a", "b"), splits: dict[str, list[str]] | None = None
+) -> str:
+    """A real run holding a (tiny, random) ONNX model over 4x4 inputs, its class mapping and its splits,
+    as training logs them."""
     import mlflow
     import mlflow.onnx
     import onnx
 
     from loopline.training.onnx_export import export_onnx
 
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, len(labels)))
     path = export_onnx(model, 4, tmp_path / "m.onnx")
     mlflow.set_experiment("registry")
     with mlflow.start_run() as run:
@@ -51,6 +54,8 @@ def logged_onnx_run(tmp_path: Path) -> str:
             input_example=np.zeros((1, 3, 4, 4), dtype=np.float32),
             pip_requirements=["onnxruntime"],
         )
+        mlflow.log_dict({"labels": list(labels), "input_size": 4}, "class_mapping.json")
+        mlflow.log_dict(splits or {"train": [], "val": [], "test": []}, "splits.json")
     return str(run.info.run_id)
 
 
@@ -74,17 +79,88 @@ def test_aliases_move_with_an_audit_trail(client, tmp_path: Path) -> None:  # ty
     assert resolve_alias(client, "no-such-model", CHAMPION) is None
     move_alias(client, "audited", CHAMPION, first.version, "ada", "first approved model")
     move_alias(client, "audited", CHALLENGER, second.version, "pipeline", "new candidate")
-    change = move_alias(client, "audited", CHAMPION, second.version, "grace", "beat the champion by 2 points")
-    assert change.from_version == first.version and change.to_version == second.version
+    changes = move_alias(
+        client, "audited", CHAMPION, second.version, "grace", "beat the champion by 2 points"
+    )
+    assert [(c.alias, c.from_version, c.to_version) for c in changes] == [
+        (CHAMPION, first.version, second.version),
+        (CHALLENGER, second.version, None),  # the new champion is no longer a candidate
+    ]
     assert resolve_alias(client, "audited", CHAMPION).version == second.version
+    assert resolve_alias(client, "audited", CHALLENGER) is None
+    assert client.get_model_version("audited", second.version).aliases == [CHAMPION]
     trail = audit_trail(client, "audited")
     assert [(c.alias, c.from_version, c.to_version, c.who) for c in trail] == [
         (CHAMPION, None, first.version, "ada"),
         (CHALLENGER, None, second.version, "pipeline"),
         (CHAMPION, first.version, second.version, "grace"),
+        (CHALLENGER, second.version, None, "grace"),
     ]
-    assert client.get_model_version("audited", second.version).tags["audit.champion"]
+    tags = client.get_model_version("audited", second.version).tags
+    assert tags["audit.champion"] and '"to_version": null' in tags["audit.challenger"]
+
+    # A rollback to a version that is not the challenger leaves the challenger where it is.
+    move_alias(client, "audited", CHALLENGER, second.version, "pipeline", "try again")
+    rollback = move_alias(client, "audited", CHAMPION, first.version, "ada", "roll back")
+    assert [c.alias for c in rollback] == [CHAMPION]
+    assert resolve_alias(client, "audited", CHALLENGER).version == second.version
 
     record_decision(client, "audited", first.version, "rejected", "ada", "worse on 8s")
     tags = client.get_model_version("audited", first.version).tags
     assert tags["review.decision"] == "rejected" and tags["review.comment"] == "worse on 8s"
+
+
+def test_the_evaluate_task_judges_both_models_on_the_test_split(  # type: ignore[no-untyped-def]
+    client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task resolves the champion, downloads both runs' files, reads the test images through the data
+    store's ImageReader and returns evaluations paired by content hash, with gallery thumbnails."""
+    import mlflow
+    from prefect.logging import disable_run_logger
+
+    from loopline.data.demo import labeled_digit_rows
+    from loopline.data.store import open_store
+    from loopline.labeling.labeled import write_labeled_manifest
+    from loopline.settings import get_settings
+    from tasks.label import LabeledDatasetRef
+    from tasks.register import RegisterParameters, evaluate_against_champion
+    from tasks.train import TrainedModelRef
+
+    monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
+    data_root = str(tmp_path / "data")
+    rows = labeled_digit_rows(open_store(data_root, get_settings()), 80)
+    version, uri = write_labeled_manifest(open_store(data_root, get_settings()), rows)
+    digits = tuple(str(d) for d in range(10))
+    splits = {s: [r.content_hash for r in rows if r.split == s] for s in ("train", "val", "test")}
+    champion_run = logged_onnx_run(tmp_path / "champion", digits, splits)
+    challenger_run = logged_onnx_run(tmp_path / "challenger", digits, splits)
+    champion = register_run(client, "judged", champion_run, {}, "v1")
+    challenger = register_run(client, "judged", challenger_run, {}, "v2")
+    move_alias(client, "judged", CHAMPION, champion.version, "ada", "first")
+    model = TrainedModelRef(
+        run_id=challenger_run,
+        tracking_uri=mlflow.get_tracking_uri(),  # the fixture's server
+        test_accuracy=0.0,
+        val_accuracy=0.0,
+        onnx_max_abs_diff=0.0,
+        labels=list(digits),
+        labeled_version=version,
+    )
+    labels = LabeledDatasetRef(
+        version=version,
+        manifest_uri=uri,
+        data_root=data_root,
+        dataset_version="digits",
+        project_id=0,
+        export_id=0,
+        images=len(rows),
+        kappa=None,
+    )
+    with disable_run_logger():
+        result = evaluate_against_champion.fn(
+            challenger, model, labels, RegisterParameters(model_name="judged")
+        )
+    assert result.champion is not None and result.champion_version == champion.version
+    assert set(result.challenger.predictions) == set(result.champion.predictions) == set(splits["test"])
+    shown = [m.content_hash for m in result.challenger.mistakes[:12]]
+    assert shown and list(result.thumbnails) == shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,19 @@ from typing import Any
 import numpy as np
 
 from loopline.training.plots import confusion_matrix, per_class_metrics
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One test image's outcome: its true label, the model's answer and how sure it was."""
+
+    truth: str
+    predicted: str
+    confidence: float
+
+    @property
+    def correct(self) -> bool:
+        return self.truth == self.predicted
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,9 @@ class Mistake:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """A model on a test set. ``predictions`` (content hash → outcome) pairs two models' evaluations image
+    by image, whatever order the images were evaluated in."""
+
     labels: tuple[str, ...]
     images: int
     accuracy: float
@@ -31,10 +48,48 @@ class Evaluation:
     ece: float
     latency_ms: float  # median, one image per call (what a request sees)
     test_set: str  # fingerprint of the images evaluated on
-    mistakes: list[Mistake] = field(default_factory=list)
+    predictions: Mapping[str, Prediction] = field(default_factory=dict)
+
+    @classmethod
+    def from_predictions(
+        cls,
+        labels: tuple[str, ...],
+        predictions: Mapping[str, Prediction],
+        test_set: str,
+        ece: float = 0.0,
+        latency_ms: float = 0.0,
+    ) -> Evaluation:
+        """Accuracy and per-class metrics counted from per-image outcomes."""
+        index = {label: i for i, label in enumerate(labels)}
+        truth = np.array([index[p.truth] for p in predictions.values()], dtype=np.int64)
+        predicted = np.array([index[p.predicted] for p in predictions.values()], dtype=np.int64)
+        return cls(
+            labels=labels,
+            images=len(predictions),
+            accuracy=float((truth == predicted).mean()) if len(predictions) else 0.0,
+            per_class=per_class_metrics(confusion_matrix(truth, predicted, len(labels)), labels),
+            ece=ece,
+            latency_ms=latency_ms,
+            test_set=test_set,
+            predictions=dict(sorted(predictions.items())),
+        )
 
     def recall_of(self, label: str) -> float:
         return next(float(r["recall"]) for r in self.per_class if r["label"] == label)
+
+    def correct(self, label: str | None = None) -> dict[str, bool]:
+        """Content hash → right? for every test image (of class ``label`` only, when given)."""
+        return {h: p.correct for h, p in self.predictions.items() if label is None or p.truth == label}
+
+    @property
+    def mistakes(self) -> list[Mistake]:
+        """Wrong answers, the most confident first (the ones worth a look)."""
+        wrong = [
+            Mistake(h, p.truth, p.predicted, p.confidence)
+            for h, p in self.predictions.items()
+            if not p.correct
+        ]
+        return sorted(wrong, key=lambda m: (-m.confidence, m.content_hash))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -85,6 +140,11 @@ def evaluate_onnx(
             f"The model at {model_path} has {logits.shape[1]} outputs but the test set has {len(labels)} "
             f"labels {list(labels)}. To fix this, evaluate models trained on the same label set."
         )
+    if len(content_hashes) != len(images) or len(set(content_hashes)) != len(content_hashes):
+        raise ValueError(
+            f"{len(images)} test images but {len(set(content_hashes))} distinct content hashes among "
+            f"{len(content_hashes)}. To fix this, pass one content hash per image, each image once."
+        )
     probabilities = softmax(logits)
     predicted = probabilities.argmax(axis=1)
     timings = []
@@ -92,19 +152,14 @@ def evaluate_onnx(
         start = time.perf_counter()
         session.run(["logits"], {"image": images[i : i + 1]})
         timings.append(time.perf_counter() - start)
-    matrix = confusion_matrix(truth, predicted, len(labels))
-    mistakes = [
-        Mistake(content_hashes[i], labels[truth[i]], labels[predicted[i]], float(probabilities[i].max()))
-        for i in np.flatnonzero(predicted != truth)
-    ]
-    mistakes.sort(key=lambda m: -m.confidence)  # confident mistakes first: the ones worth a look
-    return Evaluation(
-        labels=labels,
-        images=len(images),
-        accuracy=float((predicted == truth).mean()) if len(images) else 0.0,
-        per_class=per_class_metrics(matrix, labels),
+    outcomes = {
+        content_hash: Prediction(labels[truth[i]], labels[predicted[i]], float(probabilities[i].max()))
+        for i, content_hash in enumerate(content_hashes)
+    }
+    return Evaluation.from_predictions(
+        labels,
+        outcomes,
+        test_set,
         ece=expected_calibration_error(probabilities, truth),
         latency_ms=1000 * float(np.median(timings)) if timings else 0.0,
-        test_set=test_set,
-        mistakes=mistakes,
     )

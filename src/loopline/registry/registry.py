@@ -28,7 +28,7 @@ class Registered:
 class AliasChange:
     alias: str
     from_version: str | None
-    to_version: str
+    to_version: str | None  # None: the alias was removed
     who: str
     when: str
     why: str
@@ -109,18 +109,32 @@ def resolve_alias(client: Any, name: str, alias: str) -> Any | None:
         raise
 
 
-def move_alias(client: Any, name: str, alias: str, version: str, who: str, why: str) -> AliasChange:
-    """Point ``alias`` at ``version`` and audit it: a registered-model tag ``audit.<time>.<alias>`` and a
-    version tag ``audit.<alias>``, each holding who, when, from which version to which, and why."""
+def move_alias(client: Any, name: str, alias: str, version: str, who: str, why: str) -> list[AliasChange]:
+    """Point ``alias`` at ``version``; every alias change it makes, audited. Moving ``champion`` to the
+    version ``challenger`` points at also removes ``challenger`` (a champion is no longer a candidate).
+
+    Audit: a registered-model tag ``audit.<time>.<alias>`` and a version tag ``audit.<alias>``, each
+    holding who, when, from which version to which (None: removed), and why."""
     previous = resolve_alias(client, name, alias)
-    when = datetime.now(UTC)
-    change = AliasChange(
-        alias, str(previous.version) if previous else None, version, who, when.isoformat(), why
-    )
     client.set_registered_model_alias(name, alias, version)
+    changes = [_audit(client, name, alias, str(previous.version) if previous else None, version, who, why)]
+    if alias == CHAMPION:
+        candidate = resolve_alias(client, name, CHALLENGER)
+        if candidate is not None and str(candidate.version) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+            changes.append(_audit(client, name, CHALLENGER, version, None, who, f"promoted to {CHAMPION}"))
+    return changes
+
+
+def _audit(
+    client: Any, name: str, alias: str, from_version: str | None, to_version: str | None, who: str, why: str
+) -> AliasChange:
+    when = datetime.now(UTC)
+    change = AliasChange(alias, from_version, to_version, who, when.isoformat(), why)
     record = json.dumps(asdict(change))
     client.set_registered_model_tag(name, f"audit.{when.strftime('%Y%m%dT%H%M%S.%fZ')}.{alias}", record)
-    client.set_model_version_tag(name, version, f"audit.{alias}", record)
+    client.set_model_version_tag(name, to_version or from_version, f"audit.{alias}", record)
+    time.sleep(2e-6)  # the next record's key sorts after this one's (keys order the trail)
     return change
 
 
