@@ -5,6 +5,11 @@ Writes N small PNGs (default 10,000; 32x32 grey, all distinct), then in one run 
   2. collect into a fresh local data root (every image decoded, hashed, de-duplicated, stored, manifest),
   3. collect again (already collected: checks everything, writes nothing),
 and prints images/s for each and the ratios. Run: .venv/bin/python benchmarks/collect.py [--images N]
+
+With ``--flow`` it also prices orchestration: the ``collect-images`` flow (flows/collect.py) against the
+core ``collect(...)`` call on the same images, each into a fresh data root, alternating, against a real
+Prefect server started here (free port, its own PREFECT_HOME, analytics off; stopped at the end).
+Run: .venv/bin/python benchmarks/collect.py --flow [--images N] [--repeats R]
 """
 
 from __future__ import annotations
@@ -12,9 +17,14 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +65,99 @@ def timed(label: str, count: int, fn, repeats: int) -> float:  # type: ignore[no
     return seconds
 
 
+@contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """A Prefect server on a free loopback port with its own home; yields its API URL."""
+    import httpx
+
+    from loopline.services.process import free_port
+
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "server.log").open("wb")
+    prefect = str(Path(sys.executable).parent / "prefect")
+    proc = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(
+                    "Prefect server did not start:\n" + (home / "server.log").read_text()[-2000:]
+                )
+            time.sleep(0.5)
+        yield api
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def price_orchestration(src: Path, tmp: Path, n: int, repeats: int) -> None:
+    """The collect-images flow against the core call, same images, fresh data roots, alternating."""
+    with prefect_server(tmp / "prefect-home") as api:
+        os.environ["PREFECT_API_URL"] = api
+        os.environ["PREFECT_HOME"] = str(tmp / "prefect-home")
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # flows/ and tasks/ live at the root
+        from flows.collect import collect_flow
+        from tasks.collect import CollectParameters
+
+        collect_flow(
+            CollectParameters(source=str(src), data_root=str(tmp / "flow-warm-up"))
+        )  # imports, client
+        core, orchestrated = [], []
+        for i in range(repeats):
+            os.sync()
+            start = time.perf_counter()
+            collect(LocalFolderSource(src), LocalStore(tmp / f"core-{i}"))
+            core.append(time.perf_counter() - start)
+            os.sync()
+            start = time.perf_counter()
+            collect_flow(CollectParameters(source=str(src), data_root=str(tmp / f"flow-{i}")))
+            orchestrated.append(time.perf_counter() - start)
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()  # send the last logs and events while the server still answers
+        EventsWorker.drain_all(timeout=10)
+    c, f = statistics.median(core), statistics.median(orchestrated)
+    print(f"core collect(...)              {c:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in core)})")
+    print(f"collect-images flow            {f:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in orchestrated)})")
+    print(f"orchestration price: flow / core = {f / c:.3f}x on {n} images (target <= 1.15x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=CollectOptions().workers)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--flow", action="store_true", help="Price the collect-images flow vs the core.")
     args = parser.parse_args()
     n, r = args.images, args.repeats
+    if args.flow:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_images(Path(tmp) / "src", n)
+            read_all(Path(tmp) / "src")
+            price_orchestration(Path(tmp) / "src", Path(tmp), n, r)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         write_images(src, n)

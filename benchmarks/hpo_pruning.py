@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from loopline.data.demo import labeled_digit_rows
+from loopline.data.labeled import LabeledRow
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import LabeledRow
 from loopline.training.data import check_labeled_rows, loader_factory
 from loopline.training.hpo import Pruner, StudyResult, run_study
 from loopline.training.search import FloatRange, SearchSpace

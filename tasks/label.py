@@ -20,6 +20,7 @@ from prefect.artifacts import (
 from pydantic import BaseModel, Field, model_validator
 
 from blocks.servers import BLOCK_NAME, LabelStudioServer
+from loopline.data.labeled import read_labeled_manifest, write_labeled_manifest
 from loopline.data.manifest import ManifestRow, read_manifest
 from loopline.data.pixels import ImageReader
 from loopline.data.s3 import parse_s3_uri
@@ -29,7 +30,7 @@ from loopline.errors import LabelStudioUnavailable
 from loopline.labeling.agreement import AgreementReport, agreement_parameter_problems, agreement_report
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
 from loopline.labeling.export import ExportSummary, parse_classification_export
-from loopline.labeling.labeled import build_labeled_rows, read_labeled_manifest, write_labeled_manifest
+from loopline.labeling.labeled import build_labeled_rows
 from loopline.labeling.report import render_labeled_manifest
 from loopline.labeling.rounds import ChampionModel, RoundSelection, render_selection_report, select_round
 from loopline.labeling.studio import LabelStudio, Project, ProjectProgress

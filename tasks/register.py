@@ -13,9 +13,9 @@ from prefect import get_run_logger, task
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field, field_validator
 
+from loopline.data.labeled import read_labeled_manifest
 from loopline.data.pixels import ImageReader
 from loopline.data.store import open_store
-from loopline.labeling.labeled import read_labeled_manifest
 from loopline.registry.artifacts import fetch_model_files
 from loopline.registry.evaluate import ModelEvaluations, evaluate_models
 from loopline.registry.gate import GateRules

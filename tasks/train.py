@@ -11,8 +11,8 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
 
 from blocks.servers import BLOCK_NAME, MLflowServer
+from loopline.data.labeled import read_labeled_manifest
 from loopline.data.store import open_store
-from loopline.labeling.labeled import read_labeled_manifest
 from loopline.settings import get_settings
 from loopline.training.hardware import detect_hardware, loader_bottleneck_warning
 from loopline.training.hpo import Heartbeat

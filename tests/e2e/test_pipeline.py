@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from loopline.data.collect import collect
+from loopline.data.labeled import read_labeled_manifest
 from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import read_labeled_manifest
 from loopline.labeling.studio import LabelStudio
 from tests.platform import BIN, ROOT, run, running_platform
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from loopline.data.demo import labeled_digit_rows
+from loopline.data.labeled import write_labeled_manifest
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import write_labeled_manifest
 from loopline.services.process import free_port
 
 pytestmark = pytest.mark.integration

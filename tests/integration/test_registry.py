@@ -119,8 +119,8 @@ def test_the_evaluate_task_judges_both_models_on_the_test_split(  # type: ignore
     from prefect.logging import disable_run_logger
 
     from loopline.data.demo import labeled_digit_rows
+    from loopline.data.labeled import write_labeled_manifest
     from loopline.data.store import open_store
-    from loopline.labeling.labeled import write_labeled_manifest
     from loopline.settings import get_settings
     from tasks.label import LabeledDatasetRef
     from tasks.register import RegisterParameters, evaluate_against_champion

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from loopline.data.demo import labeled_digit_rows
+from loopline.data.labeled import write_labeled_manifest
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import write_labeled_manifest
 from loopline.services.standalone import running_service
 from loopline.training.checkpoint import load_checkpoint
 from tests.platform import ROOT

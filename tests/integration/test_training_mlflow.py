@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from loopline.data.demo import labeled_digit_rows
+from loopline.data.labeled import LabeledRow
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import LabeledRow
 from loopline.services.standalone import running_service
 from loopline.training.search import FloatRange, SearchSpace
 from loopline.training.train import TrainRequest, train_and_track

@@ -196,3 +196,41 @@ def test_a_quarantined_json_file_keeps_its_reason_record(tmp_path: Path) -> None
     key_hash = Path(bad.stored_uri).name.removesuffix(".json")
     record = json.loads(store.get_bytes(quarantine_record_key(key_hash)))
     assert record == {"source_uri": str(src / "notes.json"), "reason": "not_an_image", "detail": bad.detail}
+
+
+MAIN_MODULE = """
+import os, sys
+with open(os.environ["MARKER"], "a") as marker:
+    marker.write(f"imported in {os.getpid()}\\n")
+if __name__ == "__main__":
+    from loopline.data.collect import CollectOptions, collect
+    from loopline.data.sources import LocalFolderSource
+    from loopline.data.store import LocalStore
+    options = CollectOptions(processes=2, min_files_for_processes=1)
+    result = collect(LocalFolderSource(sys.argv[1]), LocalStore(sys.argv[2]), options)
+    print(result.kept)
+"""
+
+
+def test_worker_processes_do_not_rerun_the_callers_main_module(tmp_path: Path) -> None:
+    """Under Prefect the main module is prefect.engine (or flows.collect): each worker importing it again
+    costs about a second of CPU. The workers must import only what their work needs."""
+    import os
+    import subprocess
+    import sys
+
+    for i in range(6):
+        write(tmp_path / "src" / f"{i}.png", image_bytes(900 + i))
+    (tmp_path / "heavy_main.py").write_text(MAIN_MODULE)
+    marker = tmp_path / "imports.txt"
+    env = {**os.environ, "MARKER": str(marker), "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "heavy_main", str(tmp_path / "src"), str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "6"
+    assert len(marker.read_text().splitlines()) == 1, marker.read_text()  # the parent only

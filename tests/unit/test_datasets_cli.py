@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from loopline.cli import app
 from loopline.data.collect import CollectOptions, collect
+from loopline.data.labeled import LabeledRow, write_labeled_manifest
 from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import LabeledRow, write_labeled_manifest
 from loopline.services.process import free_port
 from tests.helpers import image_bytes, write
 

@@ -1,12 +1,13 @@
 import pytest
 
+from loopline.data.labeled import read_labeled_manifest, write_labeled_manifest
 from loopline.data.manifest import ManifestRow
 from loopline.data.splits import SplitFractions
 from loopline.data.store import LocalStore
 from loopline.labeling.configs import parse_label_config, render_label_config
 from loopline.labeling.demo_annotator import annotate_project, demo_label
 from loopline.labeling.export import parse_classification_export
-from loopline.labeling.labeled import build_labeled_rows, read_labeled_manifest, write_labeled_manifest
+from loopline.labeling.labeled import build_labeled_rows
 from loopline.labeling.ties import TiedTask
 
 pytestmark = pytest.mark.unit

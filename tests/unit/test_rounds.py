@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loopline.data.labeled import LabeledRow
 from loopline.data.manifest import ManifestRow
 from loopline.errors import RegistryError
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
-from loopline.labeling.labeled import LabeledRow
 from loopline.labeling.rounds import (
     ChampionModel,
     RoundSelection,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from loopline.data.demo import labeled_digit_rows
+from loopline.data.labeled import LabeledRow
 from loopline.data.store import LocalStore
 from loopline.errors import CheckpointError, TrainingDataError
-from loopline.labeling.labeled import LabeledRow
 from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
 from loopline.training.engine import TrainConfig, fit, seed_everything
 from loopline.training.models import MODEL_NAMES, build_model

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from loopline.data.demo import labeled_digit_rows
+from loopline.data.labeled import LabeledRow
 from loopline.data.pixels import ImageReader
 from loopline.data.s3 import make_s3_client
 from loopline.data.store import LocalStore, S3Store
-from loopline.labeling.labeled import LabeledRow
 from loopline.settings import Settings, get_settings
 from loopline.training.data import (
     ClassMapping,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ from loopline.data.images import ImageInfo, ImageLimits, QuarantineReason, Rejec
 from loopline.data.manifest import ManifestRow, write_manifest
 from loopline.data.s3 import is_transient
 from loopline.data.sources import LocalFolderSource, Source, SourceFile
+from loopline.data.spawn import lean_spawn_context
 from loopline.data.splits import SplitFractions, stratified_split
 from loopline.data.store import DataStore, LocalStore
 
@@ -111,13 +111,14 @@ def _scan_pool(
     source: Source, store: DataStore, total: int, options: CollectOptions
 ) -> Iterator[ProcessPoolExecutor | None]:
     """Processes for the CPU-bound decode-check of local files into a local store (spawned: safe
-    beside the threads of a Prefect run). Anything touching S3 uses threads instead."""
+    beside the threads of a Prefect run; lean: they skip re-importing the caller's main module, see
+    ``loopline.data.spawn``). Anything touching S3 uses threads instead."""
     processes = options.processes if options.processes is not None else (os.cpu_count() or 1)
     local = isinstance(source, LocalFolderSource) and isinstance(store, LocalStore)
     if not local or processes < 2 or total < options.min_files_for_processes:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=processes, mp_context=lean_spawn_context()) as pool:
         yield pool
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from loopline.data.labeled import LabeledRow
 from loopline.data.splits import SplitFractions, stratified_split
 from loopline.data.store import DataStore
-from loopline.labeling.labeled import LabeledRow
 
 GROUND_TRUTH_FILE = "ground_truth.json"
 

@@ -11,17 +11,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from loopline.data.labeled import AnnotationRecord
 from loopline.labeling.agreement import majority_vote
 from loopline.labeling.configs import LabelConfig
 from loopline.labeling.ties import TiedTask
-
-
-@dataclass(frozen=True)
-class AnnotationRecord:
-    annotation_id: int
-    annotator: int | None
-    label: str
-    created_at: str | None
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,13 @@
-"""The labeled manifest: the collected manifest's rows that people labeled, with consensus labels,
-annotation provenance and a deterministic stratified split. Written like the dataset manifest:
-``labels/<version>.jsonl``, the version being the hash of the content."""
+"""Build the labeled manifest's rows (``loopline.data.labeled``) from a Label Studio export: the collected
+manifest's rows that people labeled, with consensus labels, annotation provenance and a deterministic
+stratified split."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-
-from loopline.data.manifest import ManifestRow, dataset_version
-from loopline.data.splits import Split, SplitFractions, stratified_split
-from loopline.data.store import DataStore
-from loopline.labeling.export import AnnotationRecord, LabeledItem
-
-
-@dataclass(frozen=True)
-class LabeledRow:
-    content_hash: str
-    stored_uri: str
-    label: str
-    split: Split
-    dataset_version: str
-    project_id: int
-    export_id: int
-    task_id: int
-    annotations: tuple[AnnotationRecord, ...]
+from loopline.data.labeled import LabeledRow
+from loopline.data.manifest import ManifestRow
+from loopline.data.splits import SplitFractions, stratified_split
+from loopline.labeling.export import LabeledItem
 
 
 def build_labeled_rows(
@@ -52,22 +36,3 @@ def build_labeled_rows(
         )
         for i in sorted(known, key=lambda i: i.content_hash)
     ]
-
-
-def write_labeled_manifest(store: DataStore, rows: list[LabeledRow]) -> tuple[str, str]:
-    """Write ``labels/<version>.jsonl`` unless it exists; returns ``(version, uri)``."""
-    content = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in rows).encode()
-    version = dataset_version(content)
-    key = f"labels/{version}.jsonl"
-    if not store.exists(key):
-        store.put_bytes(key, content)
-    return version, store.uri(key)
-
-
-def read_labeled_manifest(store: DataStore, version: str) -> list[LabeledRow]:
-    rows = []
-    for line in store.get_bytes(f"labels/{version}.jsonl").decode().splitlines():
-        raw = json.loads(line)
-        raw["annotations"] = tuple(AnnotationRecord(**a) for a in raw["annotations"])
-        rows.append(LabeledRow(**raw))
-    return rows

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopline.data.labeled import LabeledRow
 from loopline.data.manifest import ManifestRow
 from loopline.errors import RegistryError
 from loopline.labeling.active import uncertainty_scores
 from loopline.labeling.configs import LabelConfig
-from loopline.labeling.labeled import LabeledRow
 from loopline.labeling.preannotate import (
     ReadImage,
     choose_for_labeling,

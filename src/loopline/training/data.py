@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image
 
+from loopline.data.labeled import LabeledRow
 from loopline.data.pixels import ImageReader, decode_rgb
 from loopline.errors import TrainingDataError
-from loopline.labeling.labeled import LabeledRow
 
 SPLITS = ("train", "val", "test")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

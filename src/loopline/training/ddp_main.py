@@ -14,8 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
+from loopline.data.labeled import read_labeled_manifest
 from loopline.data.store import LocalStore
-from loopline.labeling.labeled import read_labeled_manifest
 from loopline.training.data import LabeledImages, build_transform, check_labeled_rows
 from loopline.training.engine import TrainConfig, fit, is_main_process, seed_everything
 from loopline.training.models import INPUT_SIZES, build_model

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from loopline.labeling.labeled import LabeledRow
+from loopline.data.labeled import LabeledRow
 from loopline.training.data import SPLITS, ClassMapping, check_labeled_rows, loader_factory
 from loopline.training.hpo import BEST_WEIGHTS, Heartbeat, Pruner, StudyResult, run_study
 from loopline.training.models import INPUT_SIZES, build_model

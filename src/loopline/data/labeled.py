@@ -1,0 +1,52 @@
+"""The labeled manifest's records: one row per labeled image with its consensus label, split and every
+annotation behind it. Written like the dataset manifest: ``labels/<version>.jsonl``, the version being the
+hash of the content. (Built from a Label Studio export by ``loopline.labeling.labeled``.)"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from loopline.data.manifest import dataset_version
+from loopline.data.splits import Split
+from loopline.data.store import DataStore
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    annotation_id: int
+    annotator: int | None
+    label: str
+    created_at: str | None
+
+
+@dataclass(frozen=True)
+class LabeledRow:
+    content_hash: str
+    stored_uri: str
+    label: str
+    split: Split
+    dataset_version: str
+    project_id: int
+    export_id: int
+    task_id: int
+    annotations: tuple[AnnotationRecord, ...]
+
+
+def write_labeled_manifest(store: DataStore, rows: list[LabeledRow]) -> tuple[str, str]:
+    """Write ``labels/<version>.jsonl`` unless it exists; returns ``(version, uri)``."""
+    content = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in rows).encode()
+    version = dataset_version(content)
+    key = f"labels/{version}.jsonl"
+    if not store.exists(key):
+        store.put_bytes(key, content)
+    return version, store.uri(key)
+
+
+def read_labeled_manifest(store: DataStore, version: str) -> list[LabeledRow]:
+    rows = []
+    for line in store.get_bytes(f"labels/{version}.jsonl").decode().splitlines():
+        raw = json.loads(line)
+        raw["annotations"] = tuple(AnnotationRecord(**a) for a in raw["annotations"])
+        rows.append(LabeledRow(**raw))
+    return rows
