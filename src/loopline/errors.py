@@ -23,6 +23,10 @@ class DataRootNotWritable(LooplineError):
     """The data root cannot be written (permissions, missing bucket, bad credentials)."""
 
 
+class StoredImageMissing(LooplineError):
+    """An image a manifest points at cannot be read from the data root."""
+
+
 class ServiceError(LooplineError):
     """A local service could not be started, reached or stopped."""
 

@@ -76,3 +76,20 @@ def test_missing_buckets_are_named(server: S3Server, monkeypatch: pytest.MonkeyP
         collect(open_source("s3://no-bucket/batch", settings), open_store("s3://lake/y", settings))
     with pytest.raises(DataRootNotWritable, match="create the bucket 'no-lake'"):
         collect(open_source("s3://raw/batch", settings), open_store("s3://no-lake/y", settings))
+
+
+def test_a_missing_stored_image_is_named(
+    server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from loopline.data.pixels import ImageReader
+    from loopline.errors import StoredImageMissing
+
+    reader = ImageReader(settings_for(monkeypatch, server), cache_dir=tmp_path / "cache")
+    with pytest.raises(
+        StoredImageMissing, match=r"s3://lake/images/gone\.png.*NoSuchKey.*LOOPLINE_DATA_ROOT"
+    ):
+        reader.read_bytes("s3://lake/images/gone.png")
+    with pytest.raises(StoredImageMissing, match="create the bucket 'nowhere'"):
+        reader.read_bytes("s3://nowhere/images/x.png")
+    with pytest.raises(StoredImageMissing, match=r"gone\.png.*LOOPLINE_DATA_ROOT"):
+        reader.read_bytes(str(tmp_path / "gone.png"))

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
-from loopline.data.s3 import make_s3_client, parse_s3_uri
+from loopline.data.s3 import error_code, make_s3_client, parse_s3_uri, s3_fix
+from loopline.errors import StoredImageMissing
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,7 +45,13 @@ class ImageReader:
 
     def read_bytes(self, uri: str) -> bytes:
         if not uri.startswith("s3://"):
-            return Path(uri).read_bytes()
+            try:
+                return Path(uri).read_bytes()
+            except OSError as exc:
+                raise StoredImageMissing(
+                    f"The stored image {uri} cannot be read ({exc.strerror or exc}). To fix this, point "
+                    "LOOPLINE_DATA_ROOT at the data root the manifest was collected into, or collect again."
+                ) from exc
         bucket, key = parse_s3_uri(uri)
         cached = self.cache_dir / bucket / key
         if cached.exists():
@@ -52,7 +59,15 @@ class ImageReader:
         with self._client_lock:
             if self._client is None:
                 self._client = make_s3_client(self._settings)
-        data: bytes = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        from botocore.exceptions import ClientError
+
+        try:
+            data: bytes = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            code = error_code(exc)
+            raise StoredImageMissing(
+                f"The stored image {uri} cannot be read ({code}). To fix this, {s3_fix(code, bucket)}."
+            ) from exc
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".part-")  # atomic: no half-written cache
         with os.fdopen(fd, "wb") as out:

@@ -15,6 +15,17 @@ CREDENTIAL_ERROR_CODES = frozenset(
 )
 
 
+def s3_fix(code: str, bucket: str) -> str:
+    """What a person can do about the S3 error ``code`` (one place for every S3 error message)."""
+    if code == "NoSuchBucket":
+        return f"create the bucket {bucket!r} or check its name and the endpoint (LOOPLINE_S3_ENDPOINT_URL)"
+    if code in CREDENTIAL_ERROR_CODES:
+        return "check LOOPLINE_S3_ACCESS_KEY_ID / LOOPLINE_S3_SECRET_ACCESS_KEY and the bucket policy"
+    if code in {"NoSuchKey", "404", "NotFound"}:
+        return "check that the data root still holds it (LOOPLINE_DATA_ROOT) and was not cleaned up"
+    return "check the bucket, the endpoint (LOOPLINE_S3_ENDPOINT_URL) and the credentials"
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """Split ``s3://bucket/some/prefix`` into ``("bucket", "some/prefix")`` (prefix without slashes)."""
     if not uri.startswith("s3://"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from loopline.data.s3 import CREDENTIAL_ERROR_CODES, error_code, make_s3_client, parse_s3_uri
+from loopline.data.s3 import CREDENTIAL_ERROR_CODES, error_code, make_s3_client, parse_s3_uri, s3_fix
 from loopline.errors import EmptySource, SourceAccessDenied, SourceNotFound
 from loopline.settings import Settings
 
@@ -109,16 +109,13 @@ class S3PrefixSource:
                     )
         except ClientError as exc:
             code = error_code(exc)
+            fix = s3_fix(code, self.bucket)
             if code == "NoSuchBucket":
                 raise SourceNotFound(
-                    f"The bucket of {self.uri!r} does not exist. To fix this, check the bucket name "
-                    "and the endpoint (LOOPLINE_S3_ENDPOINT_URL)."
+                    f"The bucket of {self.uri!r} does not exist. To fix this, {fix}."
                 ) from exc
             if code in CREDENTIAL_ERROR_CODES:
-                raise SourceAccessDenied(
-                    f"Cannot list {self.uri!r}: {code}. To fix this, check LOOPLINE_S3_ACCESS_KEY_ID and "
-                    "LOOPLINE_S3_SECRET_ACCESS_KEY (or the bucket policy)."
-                ) from exc
+                raise SourceAccessDenied(f"Cannot list {self.uri!r}: {code}. To fix this, {fix}.") from exc
             raise
         if not files:
             raise EmptySource(

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from loopline.data.s3 import CREDENTIAL_ERROR_CODES, error_code, make_s3_client, parse_s3_uri
+from loopline.data.s3 import error_code, make_s3_client, parse_s3_uri, s3_fix
 from loopline.errors import DataRootNotWritable
 from loopline.settings import Settings
 
@@ -138,14 +138,9 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(probe))
         except ClientError as exc:
             code = error_code(exc)
-            if code == "NoSuchBucket":
-                fix = f"create the bucket {self.bucket!r} or point LOOPLINE_DATA_ROOT at one that exists"
-            elif code in CREDENTIAL_ERROR_CODES:
-                fix = "check LOOPLINE_S3_ACCESS_KEY_ID / LOOPLINE_S3_SECRET_ACCESS_KEY and the bucket policy"
-            else:
-                fix = "check the bucket, the endpoint (LOOPLINE_S3_ENDPOINT_URL) and the credentials"
             raise DataRootNotWritable(
-                f"The data root {self.root!r} is not writable ({code}: {exc}). To fix this, {fix}."
+                f"The data root {self.root!r} is not writable ({code}: {exc}). To fix this, "
+                f"{s3_fix(code, self.bucket)}."
             ) from exc
 
 
