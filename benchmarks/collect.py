@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,28 +121,102 @@ def price_orchestration(src: Path, tmp: Path, n: int, repeats: int) -> None:
         from flows.collect import collect_flow
         from tasks.collect import CollectParameters
 
-        collect_flow(
-            CollectParameters(source=str(src), data_root=str(tmp / "flow-warm-up"))
-        )  # imports, client
-        core, orchestrated = [], []
+        warm_up = CollectParameters(source=str(src), data_root=str(tmp / "flow-warm-up"))
+        collect_flow(warm_up)  # imports, API client, flow registration
+        core, orchestrated, core_cpu, flow_cpu = [], [], [], []
         for i in range(repeats):
             os.sync()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             collect(LocalFolderSource(src), LocalStore(tmp / f"core-{i}"))
             core.append(time.perf_counter() - start)
+            core_cpu.append(cpu_seconds() - cpu)
             os.sync()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             collect_flow(CollectParameters(source=str(src), data_root=str(tmp / f"flow-{i}")))
             orchestrated.append(time.perf_counter() - start)
+            flow_cpu.append(cpu_seconds() - cpu)
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogHandler
 
+        fresh_core, fresh_flow = in_fresh_processes(src, tmp, api, repeats)
         APILogHandler().flush()  # send the last logs and events while the server still answers
         EventsWorker.drain_all(timeout=10)
+        published = check_published(api, 2 * repeats + 1)
     c, f = statistics.median(core), statistics.median(orchestrated)
     print(f"core collect(...)              {c:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in core)})")
     print(f"collect-images flow            {f:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in orchestrated)})")
-    print(f"orchestration price: flow / core = {f / c:.3f}x on {n} images (target <= 1.15x)")
+    ratios = sorted(o / k for o, k in zip(orchestrated, core, strict=True))
+    cc, fc = statistics.median(core_cpu), statistics.median(flow_cpu)
+    print(f"orchestration price: flow / core = {f / c:.3f}x wall on {n} images (target <= 1.15x)")
+    print(f"  per-pair wall ratios: {', '.join(f'{x:.3f}' for x in ratios)}")
+    print(f"  CPU (this process + its workers): core {cc:.2f} s, flow {fc:.2f} s, {fc / cc:.3f}x")
+    print(f"  {published}")
+    fc_, ff_ = statistics.median(fresh_core), statistics.median(fresh_flow)
+    print(f"fresh process, core: python -c 'collect(...)'   {fc_:7.2f} s  (runs: {_runs(fresh_core)})")
+    print(f"fresh process, flow: python -m flows.collect    {ff_:7.2f} s  (runs: {_runs(fresh_flow)})")
+    print(f"  fresh-process price (Prefect import, client, workers under a Prefect main): {ff_ / fc_:.3f}x")
+
+
+def _runs(times: list[float]) -> str:
+    return ", ".join(f"{t:.2f}" for t in times)
+
+
+CORE_SCRIPT = (
+    "import sys; from loopline.data.collect import collect; from loopline.data.sources import "
+    "LocalFolderSource; from loopline.data.store import LocalStore; "
+    "collect(LocalFolderSource(sys.argv[1]), LocalStore(sys.argv[2]))"
+)
+
+
+def in_fresh_processes(src: Path, tmp: Path, api: str, repeats: int) -> tuple[list[float], list[float]]:
+    """Each side in a new interpreter, as a worker starts a flow run: the flow's main module imports
+    Prefect (a deployment's is prefect.engine), which collect's worker processes must not pay for again."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    core, orchestrated = [], []
+    for i in range(repeats):
+        os.sync()
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", CORE_SCRIPT, str(src), str(tmp / f"fresh-core-{i}")], env=env, check=True
+        )
+        core.append(time.perf_counter() - start)
+        os.sync()
+        start = time.perf_counter()
+        flow_env = {**env, "PREFECT_API_URL": api, "LOOPLINE_DATA_ROOT": str(tmp / f"fresh-flow-{i}")}
+        subprocess.run(
+            [sys.executable, "-m", "flows.collect", str(src)],
+            env=flow_env,
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+        orchestrated.append(time.perf_counter() - start)
+    return core, orchestrated
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (collect's worker processes):
+    steadier than wall time on a shared machine."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def check_published(api: str, flow_runs: int) -> str:
+    """The flow still publishes its artifacts: one of each key per flow run."""
+    import httpx
+
+    artifacts = httpx.post(f"{api}/artifacts/filter", json={"limit": 200}, timeout=10).json()
+    keys = Counter(a["key"] for a in artifacts)
+    missing = {
+        k: keys[k] for k in ("collect-progress", "collect-counts", "collect-summary") if keys[k] != flow_runs
+    }
+    if missing:
+        raise RuntimeError(f"artifacts per key {dict(keys)}; expected {flow_runs} of each")
+    tasks = httpx.post(f"{api}/task_runs/count", json={}, timeout=10).json()
+    return f"published: {dict(sorted(keys.items()))}, {tasks / flow_runs:g} task run(s) per flow run"
 
 
 def main() -> None:

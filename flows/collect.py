@@ -14,14 +14,13 @@ import sys
 
 from prefect import flow
 
-from tasks.collect import CollectParameters, DatasetRef, collect_images, publish_collect_report
+from tasks.collect import CollectParameters, DatasetRef, collect_images
 
 
 @flow(name="collect-images")
 def collect_flow(params: CollectParameters) -> DatasetRef:
     """Collect images into the data root and return the dataset version."""
-    result = collect_images(params)
-    return publish_collect_report(result)
+    return collect_images(params)
 
 
 if __name__ == "__main__":

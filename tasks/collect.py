@@ -1,4 +1,8 @@
-"""Collect tasks: run the core collect with a progress artifact, then publish its report."""
+"""Collect task: run the core collect with a progress artifact, publish its report, return a reference.
+
+One task run per collection: the report is rendered from the result in the same task (no second task run,
+no result object handed through the engine), so orchestration costs a few API calls on top of the core.
+"""
 
 from __future__ import annotations
 
@@ -77,8 +81,9 @@ class _ProgressReporter:
 
 
 @task(name="collect-images", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient_io)
-def collect_images(params: CollectParameters) -> CollectResult:
-    """Decode-check, de-duplicate and store the source's images; write the manifest."""
+def collect_images(params: CollectParameters) -> DatasetRef:
+    """Decode-check, de-duplicate and store the source's images; write the manifest; publish the report
+    (artifacts ``collect-progress``, ``collect-counts``, ``collect-summary``); return the reference."""
     logger = get_run_logger()
     settings = get_settings()
     data_root = params.data_root or settings.resolved_data_root
@@ -104,10 +109,9 @@ def collect_images(params: CollectParameters) -> CollectResult:
         result.seen,
         result.manifest_uri,
     )
-    return result
+    return publish_collect_report(result)
 
 
-@task(name="publish-collect-report")
 def publish_collect_report(result: CollectResult) -> DatasetRef:
     """Publish the counts table and the summary as artifacts; return the dataset reference."""
     create_table_artifact(
