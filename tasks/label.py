@@ -24,7 +24,7 @@ from loopline.data.labeled import read_labeled_manifest, write_labeled_manifest
 from loopline.data.manifest import ManifestRow, read_manifest
 from loopline.data.pixels import ImageReader
 from loopline.data.s3 import parse_s3_uri
-from loopline.data.splits import SplitFractions
+from loopline.data.splits import SplitFractions, check_split_fractions
 from loopline.data.store import open_store
 from loopline.errors import LabelStudioUnavailable
 from loopline.labeling.agreement import AgreementReport, agreement_parameter_problems, agreement_report
@@ -104,6 +104,7 @@ class LabelParameters(BaseModel):
         )
         if problems:
             raise ValueError("; ".join(problems))
+        check_split_fractions(self.val_fraction, self.test_fraction)  # before anyone labels for an hour
         return self
 
 

@@ -40,8 +40,8 @@ def run(command: list[str], env: dict[str, str], timeout: float = 600) -> subpro
 
 
 @contextmanager
-def running_platform(home: Path) -> Iterator[dict[str, str]]:
-    env = platform_env(home)
+def running_platform(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    env = {**platform_env(home), **(extra_env or {})}
     try:
         result = run(["loopline", "services", "up"], env)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -100,7 +100,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
             params = {
                 "collect": {"source": str(home / "demo" / "round-1")},
                 "label": {"labels": DIGITS, "budget": 150, "poll_seconds": 1},
-                "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
+                "train": {"epochs": 15, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
             }
             run_id = start_pipeline(params, env)
@@ -225,7 +225,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
             round_two = {
                 "collect": {"source": str(home / "demo" / "round-2")},
                 "label": {"labels": DIGITS, "budget": 100, "poll_seconds": 1, "auto_approve": True},
-                "train": {"epochs": 30, "n_trials": 2, "experiment": "e2e"},
+                "train": {"epochs": 15, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
             }
             second = start_pipeline(round_two, env)

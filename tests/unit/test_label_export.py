@@ -127,3 +127,18 @@ def test_demo_annotator_answers_a_tasks_raised_overlap() -> None:
     made = annotate_project(studio, 1, CONFIG, {"a": "cat", "b": "cat"}, annotators=2)  # type: ignore[arg-type]
     assert made == 3
     assert studio.answers == [(1, 101), (1, 102), (2, 103)]
+
+
+def test_the_labeled_version_ignores_where_images_are_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from loopline.data.labeled import LabeledRow, write_labeled_manifest
+    from loopline.data.store import LocalStore
+
+    rows = [LabeledRow(f"h{i}", f"/old/images/h{i}.png", "a", "train", "dv", 1, 2, i, ()) for i in range(3)]
+    moved = [replace(r, stored_uri=r.stored_uri.replace("/old/", "/new/")) for r in rows]
+    relabeled = [replace(rows[0], label="b"), *rows[1:]]
+    first, _ = write_labeled_manifest(LocalStore(tmp_path / "a"), rows)
+    assert write_labeled_manifest(LocalStore(tmp_path / "b"), moved)[0] == first
+    assert write_labeled_manifest(LocalStore(tmp_path / "c"), list(reversed(rows)))[0] == first
+    assert write_labeled_manifest(LocalStore(tmp_path / "d"), relabeled)[0] != first

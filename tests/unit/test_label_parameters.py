@@ -20,6 +20,7 @@ pytestmark = pytest.mark.unit
         ({"annotators_per_task": 1}, "set annotators_per_task to 2 or more, or turn the gate off"),
         ({"annotators_per_task": 4}, "max_annotators_per_task=3 is below annotators_per_task=4"),
         ({"min_kappa": 0.7}, "use min_agreement instead"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "leave room for train"),
     ],
 )
 def test_a_plan_that_cannot_work_is_refused_before_any_work(values: dict, message: str) -> None:  # type: ignore[type-arg]

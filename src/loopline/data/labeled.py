@@ -34,9 +34,16 @@ class LabeledRow:
 
 
 def write_labeled_manifest(store: DataStore, rows: list[LabeledRow]) -> tuple[str, str]:
-    """Write ``labels/<version>.jsonl`` unless it exists; returns ``(version, uri)``."""
+    """Write ``labels/<version>.jsonl`` unless it exists; returns ``(version, uri)``. Like the dataset
+    version, the labeled version hashes content only: every field but the stored URI (provenance)."""
+    rows = sorted(rows, key=lambda r: r.content_hash)
     content = "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in rows).encode()
-    version = dataset_version(content)
+    version = dataset_version(
+        "".join(
+            json.dumps({k: v for k, v in asdict(r).items() if k != "stored_uri"}, sort_keys=True) + "\n"
+            for r in rows
+        ).encode()
+    )
     key = f"labels/{version}.jsonl"
     if not store.exists(key):
         store.put_bytes(key, content)
