@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from loopline.errors import RegistryError
 from loopline.registry.registry import (
@@ -21,7 +22,6 @@ from loopline.services.standalone import running_service
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
-torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")

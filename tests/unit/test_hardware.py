@@ -1,12 +1,12 @@
 """Hardware-aware defaults and the loader-bottleneck warning."""
 
 import pytest
+import torch
 
 from loopline.training.hardware import defaults_for_cuda, detect_hardware, loader_bottleneck_warning
 from loopline.training.search import SearchSpace
 
 pytestmark = pytest.mark.unit
-torch = pytest.importorskip("torch")
 
 
 def test_cpu_defaults_keep_the_cores_for_training() -> None:

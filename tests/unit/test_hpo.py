@@ -4,6 +4,7 @@ once; every trial records the worker that ran it."""
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
 from loopline.data.demo import labeled_digit_rows
@@ -13,8 +14,6 @@ from loopline.training.hpo import run_study, study_progress
 from loopline.training.search import FloatRange, SearchSpace
 
 pytestmark = pytest.mark.unit
-optuna = pytest.importorskip("optuna")
-torch = pytest.importorskip("torch")
 
 SPACE = SearchSpace(lr=FloatRange(low=1e-3, high=1e-2, log=True), batch_sizes=[32], optimizers=["adamw"])
 

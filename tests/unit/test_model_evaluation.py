@@ -31,7 +31,8 @@ class Row:
 
 def bright_corner_model(folder: Path, labels: tuple[str, ...] = ("off", "on")) -> ModelFiles:
     """Says ``on`` when the top-left pixel is bright, else ``off``."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     from loopline.training.onnx_export import export_onnx
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, len(labels)))

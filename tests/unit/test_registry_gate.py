@@ -195,7 +195,8 @@ def test_invalid_registry_names_are_refused(name: str) -> None:
 
 
 def test_onnx_evaluation_keeps_each_images_outcome_by_content_hash(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     from loopline.training.onnx_export import export_onnx
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))

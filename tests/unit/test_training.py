@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.labeled import LabeledRow
@@ -15,7 +16,6 @@ from loopline.training.models import MODEL_NAMES, build_model
 from loopline.training.onnx_export import export_onnx, onnx_parity
 
 pytestmark = pytest.mark.unit
-torch = pytest.importorskip("torch")
 
 
 def digit_rows(folder: Path, n: int = 400) -> list[LabeledRow]:

@@ -24,7 +24,6 @@ from loopline.training.data import (
 )
 
 pytestmark = pytest.mark.unit
-torch = pytest.importorskip("torch")
 
 
 def phone_photo(width: int = 40, height: int = 20, orientation: int = 6) -> bytes:

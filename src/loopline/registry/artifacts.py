@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loopline.errors import RegistryError
+
 
 @dataclass(frozen=True)
 class ModelFiles:
@@ -30,11 +32,25 @@ def download_model_files(run_id: str, folder: Path) -> tuple[Path, dict[str, Any
     import mlflow
 
     def fetch(path: str) -> Path:
-        return Path(
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(folder))
-        )
+        try:
+            return Path(
+                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(folder))
+            )
+        except Exception as exc:  # MlflowException, OSError, HTTP errors of the artifact proxy
+            raise RegistryError(
+                f"The training run {run_id} has no readable {path!r} artifact ({type(exc).__name__}: "
+                f"{exc}). To fix this, check the MLflow server (LOOPLINE_MLFLOW_TRACKING_URI) and that the "
+                "run was logged by loopline's train stage (it logs model/, class_mapping.json, splits.json)."
+            ) from exc
 
     model_dir = fetch("model")
     mapping = json.loads(fetch("class_mapping.json").read_text())
     splits = json.loads(fetch("splits.json").read_text())
-    return next(model_dir.glob("*.onnx")), mapping, splits
+    onnx = sorted(model_dir.glob("*.onnx"))
+    if not onnx:
+        found = sorted(p.name for p in model_dir.iterdir())
+        raise RegistryError(
+            f"The training run {run_id} logged no ONNX file under model/ (found {found}). To fix this, "
+            "retrain with loopline's train stage, which exports and logs the ONNX model."
+        )
+    return onnx[0], mapping, splits
