@@ -37,7 +37,7 @@ from loopline.labeling.studio import LabelStudio, Project, ProjectProgress
 from loopline.registry.artifacts import download_model_files
 from loopline.settings import get_settings
 from tasks.collect import DatasetRef
-from tasks.retry import retry_on_transient_io
+from tasks.retry import IO_RETRIES
 
 
 class LabelParameters(BaseModel):
@@ -145,9 +145,7 @@ def project_key(dataset: DatasetRef, params: LabelParameters) -> str:
 
 @task(
     name="prepare-label-project",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=retry_on_transient_io,
+    **IO_RETRIES,
 )
 def prepare_project(dataset: DatasetRef, params: LabelParameters) -> Project:
     """Get or create the project for (dataset version, task type, label set); connect the data root."""
@@ -197,9 +195,7 @@ def task_image(stored_uri: str, data_root: str) -> str:
 
 @task(
     name="import-label-tasks",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=retry_on_transient_io,
+    **IO_RETRIES,
 )
 def import_round(
     dataset: DatasetRef,
@@ -321,9 +317,7 @@ def wait_for_labels(
 
 @task(
     name="ask-for-tie-breaks",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=retry_on_transient_io,
+    **IO_RETRIES,
 )
 def ask_for_tie_breaks(
     project: Project, overlaps: dict[int, int], params: LabelParameters
@@ -353,7 +347,8 @@ def ask_for_tie_breaks(
 
 
 @task(
-    name="export-labels", retries=3, retry_delay_seconds=[2, 5, 15], retry_condition_fn=retry_on_transient_io
+    name="export-labels",
+    **IO_RETRIES,
 )
 def export_labels(
     project: Project, progress: ProjectProgress, params: LabelParameters

@@ -15,3 +15,11 @@ def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:
         return is_transient(exc) or isinstance(exc, LabelStudioUnavailable)
     return False
+
+
+# Every I/O task retries the same way: three more tries with back-off, only on transient failures.
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": retry_on_transient_io,
+}

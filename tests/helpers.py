@@ -31,3 +31,14 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def phone_photo(width: int = 40, height: int = 20, orientation: int = 6) -> bytes:
+    """A JPEG stored ``width`` x ``height`` whose EXIF says: rotate for display (6: 90 degrees clockwise)."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[:, : width // 2] = (250, 30, 30)  # the left half red: the stored picture is not symmetric
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()

@@ -1,18 +1,15 @@
-import io
 import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from loopline.data.collect import CollectOptions, collect, quarantine_record_key
 from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
 from loopline.errors import DataRootNotWritable, EmptySource, SourceNotFound
-from tests.helpers import brighter_jpeg, image_bytes, write
+from tests.helpers import brighter_jpeg, image_bytes, phone_photo, write
 
 pytestmark = pytest.mark.unit
 
@@ -127,17 +124,6 @@ def test_unreadable_files_are_quarantined(messy_folder: Path, tmp_path: Path) ->
     bad = [q for q in result.quarantined_files if q.reason == "unreadable"]
     assert [Path(q.source_uri).name for q in bad] == ["img-3.png"]
     assert "Permission denied" in bad[0].detail
-
-
-def phone_photo(width: int = 40, height: int = 20, orientation: int = 6) -> bytes:
-    """A JPEG stored ``width`` x ``height`` whose EXIF says: rotate for display (6: 90 degrees clockwise)."""
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[:, : width // 2] = (250, 30, 30)  # the left half red: the stored picture is not symmetric
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
-    return buffer.getvalue()
 
 
 def test_a_phone_photo_is_measured_upright(tmp_path: Path) -> None:

@@ -1,13 +1,10 @@
 """Training reads pixels the way every stage does: EXIF orientation applied, S3 URIs through the image
 reader with a local cache (a moto S3 server in this process)."""
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.labeled import LabeledRow
@@ -22,18 +19,9 @@ from loopline.training.data import (
     load_image,
     loader_factory,
 )
+from tests.helpers import phone_photo
 
 pytestmark = pytest.mark.unit
-
-
-def phone_photo(width: int = 40, height: int = 20, orientation: int = 6) -> bytes:
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[:, : width // 2] = (250, 30, 30)  # left half red
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
-    return buffer.getvalue()
 
 
 def test_training_sees_a_phone_photo_upright(tmp_path: Path) -> None:
