@@ -14,7 +14,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,25 +77,37 @@ def make_pruner(kind: Pruner, max_epochs: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
+@contextmanager
+def heartbeat_apis() -> Iterator[None]:
+    """Optuna marks its trial heartbeats (which make crashed trials retryable) experimental; loopline
+    relies on them deliberately and tests them (SIGKILL test), so their warning is not shown each run."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def open_storage(url: str, heartbeat: Heartbeat, attempts: int = 5) -> Any:
     """The study's RDB storage. Workers starting together on a fresh database race to create the
     schema; the loser retries (the schema is then there)."""
     import optuna
     import sqlalchemy.exc
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat.interval,
-                grace_period=heartbeat.grace,
-                heartbeat_stale_trial_callback=RetryFailedTrialCallback(
-                    max_retry=2, inherit_intermediate_values=True
-                ),
-            )
+            with heartbeat_apis():
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat.interval,
+                    grace_period=heartbeat.grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=2, inherit_intermediate_values=True
+                    ),
+                )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -153,7 +167,8 @@ def run_study(
         load_if_exists=True,
     )
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with heartbeat_apis():
+            optuna.storages.fail_stale_trials(study)
         done, running = study_progress(study.get_trials(deepcopy=False))
         if done + running < n_trials:
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
