@@ -93,8 +93,18 @@ def deploy() -> None:
         **prefect_env(settings),
         "LOOPLINE_DATA_ROOT": settings.resolved_data_root,
     }
-    result = subprocess.run(command, cwd=settings.resolved_project_root, env=env)
-    raise typer.Exit(code=result.returncode)
+    result = subprocess.run(
+        command, cwd=settings.resolved_project_root, env=env, capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0:  # all of Prefect's words, to see what went wrong
+        typer.echo(output, err=True)
+        raise typer.Exit(code=result.returncode)
+    import re
+
+    names = re.findall(r"Deployment '([^']+)' successfully (?:created|updated)", " ".join(output.split()))
+    ui = settings.resolved_prefect_api_url.removesuffix("/api")
+    typer.echo(f"deployments ({ui}/deployments): {', '.join(names)}")
 
 
 @app.command("demo-data")

@@ -37,8 +37,10 @@ class Step:
 
 
 def render_step(step: Step) -> str:
+    """``  completed   wait-for-labels (46 s)``: Prefect's run-name suffix (``-be8``, ``-0``) dropped."""
     took = f" ({step.seconds:.0f} s)" if step.seconds is not None else ""
-    return f"  {step.state_name.lower():<11} {step.name}{took}"
+    name = re.sub(r"-(?:[0-9a-f]{3}|\d+)$", "", step.name)
+    return f"  {step.state_name.lower():<11} {name}{took}"
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:

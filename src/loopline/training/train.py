@@ -245,11 +245,19 @@ def _evaluate_and_log(
             }
         )
         example = np.zeros((1, 3, size, size), dtype=np.float32)
+        import onnxruntime
+
+        # The providers this onnxruntime build has (CUDA first where it exists): MLflow's default lists
+        # CUDA everywhere and warns on every CPU-only load. loopline's own server picks providers itself.
+        available = onnxruntime.get_available_providers()
         mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name="model",
             input_example=example,
             pip_requirements=onnx_pip_requirements(),
+            onnx_execution_providers=[
+                p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+            ],
         )
     return TrainOutcome(
         run_id=run_id,
