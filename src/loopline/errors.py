@@ -65,3 +65,19 @@ class CheckpointError(LooplineError):
 
 class RegistryError(LooplineError):
     """A registry operation could not be done (invalid name, version not ready, incomparable models)."""
+
+
+class InvalidImage(LooplineError):
+    """An uploaded image is empty, too large, or not a decodable image."""
+
+
+class ModelNotFound(LooplineError):
+    """A model name, version or alias does not exist in the registry."""
+
+
+class ModelLoadError(LooplineError):
+    """A model's files are missing, corrupt, or do not fit each other (ONNX output vs class mapping)."""
+
+
+class QueueFull(LooplineError):
+    """The model server's request queue is full; the client should retry later."""

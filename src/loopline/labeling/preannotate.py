@@ -60,19 +60,17 @@ def stored_thumbnails(uris: Sequence[str], read_image: ReadImage, batch_size: in
 def score_stored_images(
     onnx_path: Path, input_size: int, uris: Sequence[str], read_image: ReadImage, batch_size: int = 256
 ) -> Scored:
-    """Class probabilities of the ONNX model (serving transform at ``input_size``) and thumbnail
+    """Class probabilities of the ONNX model (serving preprocessing at ``input_size``) and thumbnail
     embeddings of the stored images, ``batch_size`` images in memory at a time."""
     import onnxruntime as ort
 
-    from loopline.training.data import build_transform
+    from loopline.serving.preprocess import preprocess_batch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    transform = build_transform(input_size, train=False)
     probabilities, embeddings = [], []
     for start in range(0, len(uris), batch_size):
         images = read_images(uris[start : start + batch_size], read_image)
-        inputs = np.stack([transform(i).numpy() for i in images]).astype(np.float32)
-        probabilities.append(softmax(onnx_logits(session, inputs)))
+        probabilities.append(softmax(onnx_logits(session, preprocess_batch(images, input_size))))
         embeddings.append(thumbnail_embeddings(images))
     if not probabilities:
         return Scored(np.zeros((0, 0)), np.zeros((0, 64), dtype=np.float32))

@@ -116,11 +116,10 @@ def _check_comparable(champion: ModelFiles, challenger: ModelFiles, test: set[st
 
 
 def _model_inputs(pictures: Sequence[Image.Image], size: int) -> np.ndarray:
-    """N x 3 x size x size float32, transformed exactly as for serving."""
-    from loopline.training.data import build_transform
+    """N x 3 x size x size float32, preprocessed exactly as for serving."""
+    from loopline.serving.preprocess import preprocess_batch
 
-    transform = build_transform(size, train=False)
-    return np.stack([transform(p).numpy() for p in pictures]).astype(np.float32)
+    return preprocess_batch(pictures, size)
 
 
 def thumbnail_png(picture: Image.Image, size: int = THUMBNAIL) -> bytes:

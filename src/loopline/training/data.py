@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from PIL import Image
@@ -18,6 +19,7 @@ from PIL import Image
 from loopline.data.labeled import LabeledRow
 from loopline.data.pixels import ImageReader, decode_rgb
 from loopline.errors import TrainingDataError
+from loopline.serving.preprocess import preprocess
 
 SPLITS = ("train", "val", "test")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -64,14 +66,27 @@ def check_labeled_rows(rows: Sequence[LabeledRow], min_per_class: int = 5) -> Cl
 
 
 def build_transform(input_size: int, train: bool) -> Callable[[Image.Image], Any]:
-    """Resize to the model's input size, light augmentation for training, ImageNet normalisation."""
+    """Training: resize, light augmentation, ImageNet normalisation (torchvision). Evaluation: the shared
+    ``loopline.serving.preprocess`` as a tensor (what the register stage, round-2 scoring and the model
+    server feed their models)."""
+    if not train:
+        return partial(_eval_tensor, input_size=input_size)
     from torchvision import transforms
 
-    steps: list[Any] = [transforms.Resize((input_size, input_size))]
-    if train:
-        steps.append(transforms.RandomAffine(degrees=8, translate=(0.06, 0.06), scale=(0.92, 1.08)))
-    steps += [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
-    return transforms.Compose(steps)
+    return transforms.Compose(
+        [
+            transforms.Resize((input_size, input_size)),
+            transforms.RandomAffine(degrees=8, translate=(0.06, 0.06), scale=(0.92, 1.08)),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+
+
+def _eval_tensor(image: Image.Image, input_size: int) -> Any:
+    import torch
+
+    return torch.from_numpy(preprocess(image, input_size))
 
 
 ReadBytes = Callable[[str], bytes]
