@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 
@@ -240,6 +240,32 @@ def demo_annotate(
             except LooplineError as exc:
                 typer.echo(f"demo annotator: {exc}", err=True)
             time.sleep(interval)
+
+
+@app.command("serve")
+def serve(
+    model: str = typer.Option(..., "--model", help="Registered model to serve."),
+    alias: str = typer.Option("champion", "--alias", help="Alias to serve; a hot reload follows it."),
+    version: str = typer.Option(None, "--version", help="Serve this version number instead of the alias."),
+    port: int = typer.Option(None, "--port", help="Default: LOOPLINE_SERVING_PORT or 8000."),
+    host: str = typer.Option(None, "--host", help="Default: 127.0.0.1 (0.0.0.0 exposes the server)."),
+    poll_seconds: float = typer.Option(None, "--poll-seconds", help="Alias re-check period; 0: never."),
+) -> None:
+    """Serve a registered model over HTTP: Open Inference Protocol v2, /v1/predict, /metrics."""
+    from loopline.serving.runner import serve_model
+    from loopline.serving.settings import ServingSettings
+
+    settings = get_settings()
+    chosen: dict[str, Any] = {"host": host, "port": port, "poll_seconds": poll_seconds}
+    serving = ServingSettings(
+        model_name=model, selector=version or alias, **{k: v for k, v in chosen.items() if v is not None}
+    )
+    try:
+        serve_model(
+            serving, settings.resolved_mlflow_tracking_uri, settings.resolved_home / "cache" / "models"
+        )
+    except LooplineError as exc:
+        _fail(exc)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,103 @@
+"""``POST /v1/predict``: image files in (the raw body, or several multipart files), for each image its label
+and top-k probabilities out. A bad image gets an error naming it; the good ones are still answered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import Message
+
+from loopline.errors import InvalidImage, QueueFull
+from loopline.serving.observe import read_body
+from loopline.serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from loopline.serving.live import Serving
+
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class NamedImage:
+    name: str  # the multipart file name (or field name), "body" for a raw body
+    data: bytes
+
+
+async def read_images(request: Request, settings: ServingSettings) -> list[NamedImage]:
+    """The images in the request: 415 for a content type that holds none, 413 past the byte limit."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (content_type.startswith(RAW_TYPES) or content_type == "multipart/form-data"):
+        raise HTTPException(
+            415,
+            f"Content-Type {content_type or '(none)'!r} holds no image. To fix this, send the image file as "
+            "the body with Content-Type image/png (image/jpeg, ..., or application/octet-stream), or several "
+            "as multipart/form-data files (curl -F file=@a.png -F file=@b.png).",
+        )
+    body = await read_body(request, settings.max_body_bytes)
+    if content_type != "multipart/form-data":
+        return [NamedImage("body", body)]
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(
+            max_files=settings.max_queue, max_part_size=settings.max_body_bytes
+        )
+    except HTTPException as exc:  # starlette's 400 for a malformed multipart body
+        raise HTTPException(
+            400,
+            f"The multipart body cannot be read ({exc.detail}). To fix this, let the client build it "
+            "(curl -F file=@a.png, httpx files=...), with its boundary in the Content-Type header.",
+        ) from exc
+    images = []
+    for field, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            images.append(NamedImage(value.filename or field, await value.read()))
+    if not images:
+        raise HTTPException(
+            400,
+            "The multipart request holds no file. To fix this, send each image as a file field "
+            "(curl -F file=@digit.png).",
+        )
+    return images
+
+
+async def submit(serving: Serving, batch: np.ndarray) -> np.ndarray:
+    """``batch`` through the serving pair's batcher; a full queue is 503 with ``Retry-After``."""
+    try:
+        return np.asarray(await serving.batcher.submit(batch))
+    except QueueFull as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
+
+
+async def predict_images(
+    serving: Serving, images: list[NamedImage], k: int, settings: ServingSettings
+) -> dict[str, Any]:
+    """Each image's label and top-k probabilities, or the error that names it (400 when none is valid)."""
+    from loopline.serving.model import softmax, top_k
+    from loopline.serving.preprocess import decode_image, preprocess_batch
+
+    decoded: list[tuple[int, Image.Image]] = []
+    results: list[dict[str, Any]] = [{"image": image.name} for image in images]
+    for index, image in enumerate(images):
+        try:
+            decoded.append((index, decode_image(image.data, settings.max_body_bytes, settings.max_pixels)))
+        except InvalidImage as exc:
+            results[index]["error"] = f"Image {image.name!r}: {exc}"
+    if not decoded:
+        raise HTTPException(400, " ".join(r["error"] for r in results))
+    model = serving.model
+    batch = preprocess_batch([picture for _, picture in decoded], model.input_size)
+    probabilities = softmax(await submit(serving, batch))
+    for (index, _), row in zip(decoded, probabilities, strict=True):
+        scores = top_k(row, model.labels, k)
+        results[index]["label"] = scores[0].label
+        results[index]["top_k"] = [{"label": s.label, "probability": s.probability} for s in scores]
+    return {"model_name": model.name, "model_version": model.version, "predictions": results}

@@ -1,0 +1,33 @@
+"""The model server's settings: read from the environment (prefix ``LOOPLINE_SERVING_``) when a
+``ServingSettings`` is constructed, never at import time; ``loopline serve`` passes its options on top."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """How one model server serves one registered model."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_SERVING_", extra="ignore")
+
+    model_name: str = Field(default="", description="Registered model to serve.")
+    selector: str = Field(
+        default="champion", description="Alias (champion, challenger) or version number to serve."
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the server.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    poll_seconds: float = Field(
+        default=30.0, ge=0, description="How often the alias is re-resolved for a hot reload (0: never)."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Larger request bodies get 413.")
+    max_pixels: int = Field(default=40_000_000, ge=1, description="Larger images (width x height) get 400.")
+    max_batch_size: int = Field(default=32, ge=1, description="Most inputs per model call.")
+    max_wait_ms: float = Field(default=2.0, ge=0, description="Longest wait for a batch to fill.")
+    max_queue: int = Field(default=256, ge=1, description="Queued inputs beyond this get 503.")
+    top_k: int = Field(default=3, ge=1, description="Default k of /v1/predict's top-k probabilities.")
+    threads: int | None = Field(default=None, ge=1, description="ONNX Runtime intra-op threads.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of POST /admin/reload; unset: reload over HTTP is disabled."
+    )
