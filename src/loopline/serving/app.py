@@ -51,9 +51,10 @@ def create_app(settings: ServingSettings, loader: ModelLoader, initial: LoadedMo
     @app.post("/v1/predict")
     async def predict(request: Request, k: int | None = Query(None, ge=1, le=1000)) -> Response:
         images = await read_images(request, settings)
-        serving = _served(host, settings, None, None)
-        body = await predict_images(serving, images, k or settings.top_k, settings)
-        return _json(body, serving)
+        answer = await predict_images(
+            lambda: _served(host, settings, None, None), images, k or settings.top_k, settings
+        )
+        return _json(answer.body, answer.serving)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

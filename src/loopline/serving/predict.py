@@ -3,6 +3,8 @@ and top-k probabilities out. A bad image gets an error naming it; the good ones 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,27 +79,52 @@ async def submit(serving: Serving, batch: np.ndarray) -> np.ndarray:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from exc
 
 
-async def predict_images(
-    serving: Serving, images: list[NamedImage], k: int, settings: ServingSettings
-) -> dict[str, Any]:
-    """Each image's label and top-k probabilities, or the error that names it (400 when none is valid)."""
-    from loopline.serving.model import softmax, top_k
-    from loopline.serving.preprocess import decode_image, preprocess_batch
+@dataclass(frozen=True)
+class PredictAnswer:
+    serving: Serving  # the model that answered
+    body: dict[str, Any]
 
-    decoded: list[tuple[int, Image.Image]] = []
+
+async def predict_images(
+    current: Callable[[], Serving], images: list[NamedImage], k: int, settings: ServingSettings
+) -> PredictAnswer:
+    """Each image's label and top-k probabilities, or the error that names it (400 when none is valid).
+
+    Decoding and preprocessing run in a worker thread (a large upload must not stall the event loop);
+    the model is taken from ``current()`` after that, right before submitting, so a hot reload in between
+    is honoured (re-preprocessing only if the new version's input size differs).
+    """
+    from loopline.serving.model import softmax, top_k
+    from loopline.serving.preprocess import preprocess_batch
+
+    size = current().model.input_size
     results: list[dict[str, Any]] = [{"image": image.name} for image in images]
-    for index, image in enumerate(images):
-        try:
-            decoded.append((index, decode_image(image.data, settings.max_body_bytes, settings.max_pixels)))
-        except InvalidImage as exc:
-            results[index]["error"] = f"Image {image.name!r}: {exc}"
+    decoded, batch = await asyncio.to_thread(_decode_and_preprocess, images, size, settings, results)
     if not decoded:
         raise HTTPException(400, " ".join(r["error"] for r in results))
+    serving = current()  # no await between this and submitting
     model = serving.model
-    batch = preprocess_batch([picture for _, picture in decoded], model.input_size)
+    if model.input_size != size:
+        batch = preprocess_batch([picture for _, picture in decoded], model.input_size)
     probabilities = softmax(await submit(serving, batch))
     for (index, _), row in zip(decoded, probabilities, strict=True):
         scores = top_k(row, model.labels, k)
         results[index]["label"] = scores[0].label
         results[index]["top_k"] = [{"label": s.label, "probability": s.probability} for s in scores]
-    return {"model_name": model.name, "model_version": model.version, "predictions": results}
+    body = {"model_name": model.name, "model_version": model.version, "predictions": results}
+    return PredictAnswer(serving, body)
+
+
+def _decode_and_preprocess(
+    images: list[NamedImage], size: int, settings: ServingSettings, results: list[dict[str, Any]]
+) -> tuple[list[tuple[int, Image.Image]], np.ndarray]:
+    """The decodable images (by index) and their batch; each undecodable one's error goes into ``results``."""
+    from loopline.serving.preprocess import decode_image, preprocess_batch
+
+    decoded: list[tuple[int, Image.Image]] = []
+    for index, image in enumerate(images):
+        try:
+            decoded.append((index, decode_image(image.data, settings.max_body_bytes, settings.max_pixels)))
+        except InvalidImage as exc:
+            results[index]["error"] = f"Image {image.name!r}: {exc}"
+    return decoded, preprocess_batch([picture for _, picture in decoded], size)
