@@ -24,7 +24,12 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Larger request bodies get 413.")
     max_pixels: int = Field(default=40_000_000, ge=1, description="Larger images (width x height) get 400.")
     max_batch_size: int = Field(default=32, ge=1, description="Most inputs per model call.")
-    max_wait_ms: float = Field(default=2.0, ge=0, description="Longest wait for a batch to fill.")
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Longest wait (ms) for more requests to join a batch. 0 adds no latency: requests that "
+        "queue while the model runs still share the next batch; raise it to trade latency for batch size.",
+    )
     max_queue: int = Field(default=256, ge=1, description="Queued inputs beyond this get 503.")
     top_k: int = Field(default=3, ge=1, description="Default k of /v1/predict's top-k probabilities.")
     threads: int | None = Field(default=None, ge=1, description="ONNX Runtime intra-op threads.")
