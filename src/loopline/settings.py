@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     label_studio_port: int = Field(default=8080, ge=1, le=65535)
+    serve_port_champion: int = Field(
+        default=8000, ge=1, le=65535, description="Port of the local champion model server."
+    )
+    serve_port_challenger: int = Field(
+        default=8001, ge=1, le=65535, description="Port of the local challenger model server."
+    )
+    smoke_max_latency_ms: float = Field(
+        default=250.0, gt=0, description="A deployment's smoke test fails above this median latency (ms)."
+    )
 
     prefect_api_url: str | None = Field(
         default=None, description="Prefect API; default: the local server on prefect_port."
