@@ -15,6 +15,7 @@ from loopline.errors import LooplineError
 from loopline.settings import get_settings
 
 if TYPE_CHECKING:
+    from loopline.deploy.local import LocalTarget
     from loopline.services.platform import ServiceStatus
 
 app = typer.Typer(help="loopline: the production line for the machine-learning loop.", no_args_is_help=True)
@@ -266,6 +267,115 @@ def serve(
         )
     except LooplineError as exc:
         _fail(exc)
+
+
+k8s_app = typer.Typer(help="Kubernetes manifests of the model server (deployments/kubernetes/).")
+app.add_typer(k8s_app, name="k8s")
+images_app = typer.Typer(help="Container images: the model server (serve) and the training worker (train).")
+app.add_typer(images_app, name="images")
+
+
+@k8s_app.command("render")
+def k8s_render(
+    model: str = typer.Option(..., "--model", help="Registered model to serve."),
+    image: str = typer.Option(..., "--image", help="The serving image (loopline images build serve)."),
+    alias: str = typer.Option(None, "--alias", help="Alias to follow (default: the role)."),
+    version: str = typer.Option(None, "--version", help="Pin this version number instead of an alias."),
+    role: str = typer.Option("champion", "--role", help="champion or challenger."),
+    name: str = typer.Option("loopline", "--name", help="Base name of the objects (NAME-ROLE)."),
+    namespace: str = typer.Option("default", "--namespace"),
+    min_replicas: int = typer.Option(2, "--min-replicas"),
+    max_replicas: int = typer.Option(4, "--max-replicas"),
+    secret: str = typer.Option("loopline-serving", "--secret", help="Secret with the MLflow/S3 settings."),
+    kserve: bool = typer.Option(False, "--kserve", help="A KServe InferenceService instead."),
+) -> None:
+    """Print the model server's manifests as YAML (validated), for GitOps or `kubectl apply -f -`."""
+    from pydantic import ValidationError
+
+    from loopline.deploy.kubernetes import ServingManifestParams, render_manifests, to_yaml, validate
+
+    try:
+        params = ServingManifestParams.model_validate(
+            {"name": name, "namespace": namespace, "image": image, "model_name": model, "role": role,
+             "alias": alias, "version": version, "min_replicas": min_replicas,
+             "max_replicas": max_replicas, "secret_name": secret}
+        )  # fmt: skip
+        docs = render_manifests(params, "kserve" if kserve else "plain")
+        validate(docs)
+    except (LooplineError, ValidationError) as exc:
+        _fail(exc)
+    typer.echo(to_yaml(docs), nl=False)
+
+
+@images_app.command("build")
+def images_build(
+    kind: str = typer.Argument(..., help="serve (the model server, no torch) or train (the k8s worker)."),
+    push: str = typer.Option(None, "--push", help="Registry to push to, e.g. registry.example.com/ml."),
+    base: str = typer.Option(None, "--base", help="Base image (default python:3.11-slim)."),
+) -> None:
+    """Build an image with the local Docker engine, wheels downloaded on the host; tag by commit + lock."""
+    from loopline.deploy.images import build_image, check_kind
+
+    try:
+        built = build_image(check_kind(kind), push, base=base)
+    except LooplineError as exc:
+        _fail(exc)
+    typer.echo(f"built {', '.join(built.tags)} ({built.image_id})")
+    for ref in built.pushed:
+        typer.echo(f"pushed {ref}")
+
+
+def _local_target(model: str) -> LocalTarget:
+    import mlflow
+
+    from loopline.deploy.local import LocalTarget
+    from loopline.deploy.smoke import registry_cases
+    from loopline.registry.registry import check_mlflow
+
+    settings = get_settings()
+    tracking = settings.resolved_mlflow_tracking_uri
+    check_mlflow(tracking)
+    client = mlflow.MlflowClient(tracking)
+    cases = registry_cases(client, settings, model, settings.resolved_data_root)
+    return LocalTarget(settings, client, tracking, model, cases)
+
+
+@app.command("deployments")
+def deployments(
+    model: str = typer.Option("loopline-classifier", "--model", help="Registered model."),
+) -> None:
+    """What serves where (local model servers): role, version, state, URL. Exits 1 unless all serve."""
+    try:
+        records = _local_target(model).status()
+    except LooplineError as exc:
+        _fail(exc)
+    if not records:
+        typer.echo(f"{model}: nothing is deployed")
+    for r in records:
+        colour = typer.colors.GREEN if r.state == "serving" else typer.colors.YELLOW
+        typer.echo(
+            f"{r.role:<11} {r.model} v{r.version:<4} "
+            + typer.style(f"{r.state:<10}", fg=colour)
+            + f" {r.url}  {r.ref}  (since {r.when}, {r.who})"
+        )
+    if any(r.state != "serving" for r in records):
+        raise typer.Exit(code=1)
+
+
+@app.command("rollback")
+def rollback(
+    to: str = typer.Option(None, "--to", help="Version to serve (default: the champion before this one)."),
+    model: str = typer.Option("loopline-classifier", "--model", help="Registered model."),
+    who: str = typer.Option(None, "--who", help="Who rolls back (default: your user name); audited."),
+) -> None:
+    """Serve the previous champion again (smoke-tested) and move the `champion` alias back (audited)."""
+    import getpass
+
+    try:
+        record = _local_target(model).rollback(to, who or getpass.getuser())
+    except LooplineError as exc:
+        _fail(exc)
+    typer.echo(f"{record.model} v{record.version} serves as champion at {record.url} ({record.reason})")
 
 
 def main() -> None:  # pragma: no cover
