@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from loopline.deploy.base import DeploymentRecord, check_role, render_deployments
+from loopline.deploy.base import DeploymentRecord, check_role, choose_role, render_deployments
 from loopline.deploy.history import (
     appended,
     dump_history,
@@ -82,3 +82,19 @@ def test_the_report_says_what_serves_where() -> None:
     assert "| champion | m | 2 | serving | [http://127.0.0.1:8000](http://127.0.0.1:8000)" in text
     assert "| 3 | refused |" in text
     assert "Nothing is deployed" in render_deployments([])
+
+
+@pytest.mark.parametrize(
+    ("decision", "promote_directly", "champion", "role"),
+    [
+        ("approved", False, None, "champion"),  # the first model, nothing to stand beside
+        ("approved", True, "1", "champion"),
+        ("approved", False, "1", "challenger"),
+        ("rejected", True, "1", None),
+        ("gate_failed", True, None, None),
+    ],
+)
+def test_only_approved_models_are_deployed_and_the_first_as_champion(
+    decision: str, promote_directly: bool, champion: str | None, role: str | None
+) -> None:
+    assert choose_role(decision, promote_directly, champion) == role

@@ -99,3 +99,13 @@ def render_deployments(records: list[DeploymentRecord]) -> str:
             f"{r.when} | {r.who} | {r.reason or '-'} |"
         )
     return "\n".join(lines)
+
+
+def choose_role(decision: str, promote_directly: bool, champion_serving: str | None) -> Role | None:
+    """Where an approved version goes: the first one, or any with ``promote_directly``, serves as champion;
+    otherwise it serves beside the champion as challenger. A refused or rejected version goes nowhere."""
+    if decision != "approved":
+        return None
+    if champion_serving is None or promote_directly:
+        return "champion"
+    return "challenger"

@@ -1,0 +1,89 @@
+"""Deploy tasks: an approved registered version → a model server (``loopline.deploy``), gated by the smoke
+test, recorded on the version and published as the ``model-deployment`` artifact."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from loopline.deploy.base import DeploymentRecord, DeploymentRefused, choose_role, render_deployments
+from loopline.deploy.local import LocalTarget
+from loopline.deploy.smoke import registry_cases
+from loopline.settings import get_settings
+from tasks.register import RegisteredModelRef, mlflow_client
+
+
+class DeployParameters(BaseModel):
+    """Where and how approved models are served (rendered as a form in the Prefect UI)."""
+
+    target: Literal["local"] = Field(
+        default="local", description="Deploy target: 'local' runs the model servers as local processes."
+    )
+    promote_directly: bool = Field(
+        default=True,
+        description="Serve an approved model as champion right after its smoke test; off: serve it beside "
+        "the champion as challenger (until the A/B stage lands, promotion is then manual).",
+    )
+    smoke_images: int = Field(default=8, ge=1, le=64, description="Test images the smoke test sends.")
+
+
+class DeploymentRef(BaseModel):
+    model: str
+    version: str
+    role: Literal["champion", "challenger"]
+    target: str
+    url: str
+    state: str
+    reason: str = ""
+
+    @classmethod
+    def of(cls, record: DeploymentRecord) -> DeploymentRef:
+        return cls(
+            model=record.model,
+            version=record.version,
+            role=record.role,
+            target=record.target,
+            url=record.url,
+            state=record.state,
+            reason=record.reason,
+        )
+
+
+def local_target(model: str, tracking_uri: str, data_root: str, smoke_images: int) -> LocalTarget:
+    settings = get_settings()
+    client = mlflow_client(tracking_uri)
+    cases = registry_cases(client, settings, model, data_root, smoke_images)
+    return LocalTarget(settings, client, tracking_uri, model, cases)
+
+
+@task(name="deploy-model")
+def deploy_model(
+    registered: RegisteredModelRef, tracking_uri: str, data_root: str, params: DeployParameters
+) -> DeploymentRef | None:
+    """Serve an approved version (as champion or challenger, see ``choose_role``); None when it was not
+    approved. Raises ``DeploymentRefused`` when it failed to start or failed its smoke test (what served
+    before keeps serving)."""
+    logger = get_run_logger()
+    target = local_target(registered.name, tracking_uri, data_root, params.smoke_images)
+    champion = next((r for r in target.status() if r.role == "champion" and r.state == "serving"), None)
+    role = choose_role(registered.decision, params.promote_directly, champion.version if champion else None)
+    if role is None:
+        logger.info("%s v%s was %s: not deployed", registered.name, registered.version, registered.decision)
+        return None
+    record = target.deploy(registered.version, role, who="loopline", why=f"{registered.decision} in review")
+    create_markdown_artifact(
+        key="model-deployment",
+        markdown=render_deployments([*target.status(), *([record] if record.state == "refused" else [])]),
+        description=f"{record.model} v{record.version} {record.state} as {role} at {record.url}",
+    )
+    if record.state == "refused":
+        raise DeploymentRefused(
+            f"{record.model} v{record.version} was not deployed as {role}: {record.reason}. What served "
+            f"before keeps serving. To fix this, read LOOPLINE_HOME/logs/serve-{role}-candidate.log, then "
+            "register a working model (or deploy another version with the deploy-model flow)."
+        )
+    logger.info("%s v%s serves as %s at %s", record.model, record.version, role, record.url)
+    return DeploymentRef.of(record)
