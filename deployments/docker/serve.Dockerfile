@@ -2,7 +2,10 @@
 # No torch, no Prefect. Built by `loopline images build serve`, which stages this file with
 # requirements.txt (the serving subset of requirements/requirements.lock), constraints.txt (the lock) and
 # wheels/ (downloaded on the host: the build itself needs no network).
-#   docker run IMAGE serve --model NAME --alias champion --host 0.0.0.0 --port 8080
+#   docker run --read-only --tmpfs /tmp --tmpfs /var/cache/loopline:uid=10001,gid=10001 \
+#     -e LOOPLINE_MLFLOW_TRACKING_URI=http://mlflow:5000 IMAGE serve --model NAME --alias champion \
+#     --host 0.0.0.0 --port 8080
+# (on Kubernetes the model cache and /tmp are emptyDir volumes: deployments/kubernetes/)
 # The MLflow server must serve the artifacts (`mlflow server --serve-artifacts`); a client reading S3
 # directly would need boto3 here too.
 ARG BASE=python:3.11-slim
