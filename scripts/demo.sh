@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up and run the main job on the embedded default: the local platform on 127.0.0.1 and
-# the loopline pipeline (collect → label → train → register) on the demo data, through its Prefect deployment and the local
+# the loopline pipeline (collect → label → train → register → deploy) on the demo data, through its Prefect deployment and the local
 # worker, with the demo annotator answering in Label Studio.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,7 +51,13 @@ for found in sorted(client.search_model_versions("name = 'loopline-classifier'")
           f"test accuracy {v.tags.get('training.test_accuracy')}, dataset {v.tags.get('dataset_version')}")
 PY
 echo
+echo "== deployments (local model servers)"
+.venv/bin/loopline deployments || true
+echo
 echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, label-selection, train-trials, model-evaluation, model-aliases)"
 echo "MLflow UI:     $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_mlflow_tracking_uri)')  (experiment loopline: the training run, its trials, the ONNX model)"
 echo "Label Studio:  $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_label_studio_url)')  (user admin@loopline.local, password in .loopline/secrets/)"
-echo "Stop the platform with: .venv/bin/loopline services down"
+champion_url="$(.venv/bin/python -c 'from loopline.settings import get_settings; s = get_settings(); print(f"http://{s.host}:{s.serve_port_champion}")')"
+echo "Model server:  $champion_url  (the champion: curl $champion_url/v2/health/ready; POST images to $champion_url/v1/predict)"
+echo "Roll back the champion with: .venv/bin/loopline rollback"
+echo "Stop the platform (and the model servers) with: .venv/bin/loopline services down"

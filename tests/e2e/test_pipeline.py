@@ -1,7 +1,8 @@
 """The whole pipeline, collect → label → train → register, through `prefect deployment run` and a
 worker: the demo annotator answers in a real Label Studio, the label reviews are sent by `loopline
 approve` (one rejection, then an approval), training is dispatched to the `train-model/local` deployment
-with `run_deployment`, and the model review is approved with `loopline approve`."""
+with `run_deployment`, the model review is approved with `loopline approve`, and the approved model is
+deployed to the local champion server (version 1, then version 2), stopped by `loopline services down`."""
 
 import json
 import re
@@ -18,6 +19,7 @@ from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
 from loopline.labeling.studio import LabelStudio
+from loopline.services.process import free_port, port_in_use
 from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
@@ -92,7 +94,13 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
     import mlflow
 
     home = tmp_path / "home"
-    with running_platform(home) as env:
+    serve_port = free_port()
+    served = f"http://127.0.0.1:{serve_port}/v2/models/loopline-classifier"
+    ports = {
+        "LOOPLINE_SERVE_PORT_CHAMPION": str(serve_port),
+        "LOOPLINE_SERVE_PORT_CHALLENGER": str(free_port()),
+    }
+    with running_platform(home, ports) as env:
         assert run(["loopline", "deploy"], env).returncode == 0
         assert run(["loopline", "demo-data", str(home / "demo")], env).returncode == 0
         annotator = start_demo_annotator(home, env)
@@ -215,7 +223,11 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert client.get_model_version("loopline-classifier", version.version).aliases == ["champion"]
         audit = json.loads(version.tags["audit.champion"])
         assert audit["who"] == "grace" and audit["why"] == "ship it" and audit["from_version"] is None
-        assert {"model-evaluation", "model-review", "model-aliases"} <= artifacts
+        assert {"model-evaluation", "model-review", "model-aliases", "model-deployment"} <= artifacts
+        # Deployed after its smoke test: the champion's server answers as version 1, recorded on it.
+        assert httpx.get(served).headers["X-Model-Version"] == f"loopline-classifier/{version.version}"
+        assert version.tags["deploy.champion.url"] == f"http://127.0.0.1:{serve_port}"
+        assert version.tags["deploy.champion.state"] == "serving"
         assert {"collect-counts", "collect-summary", "collect-progress"} <= artifacts
 
         # Round 2: more images; the champion chooses what to label (active learning) and pre-annotates it;
@@ -274,3 +286,9 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         ] == ["challenger", "champion", "challenger", "challenger", "champion", "challenger"]
         keys = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json={}).json()}
         assert "label-selection" in keys
+
+        # Version 2 replaced version 1 in the champion's server (hot reload after its smoke test).
+        assert httpx.get(served).headers["X-Model-Version"] == f"loopline-classifier/{v2.version}"
+        listed = run(["loopline", "deployments"], env)
+        assert listed.returncode == 0 and f"v{v2.version}" in listed.stdout, listed.stdout + listed.stderr
+    assert not port_in_use("127.0.0.1", serve_port)  # `loopline services down` stopped the model server

@@ -65,9 +65,8 @@ def test_deploy_refuse_switch_rerun_and_roll_back(tracking_uri: str, tmp_path: P
     tampered: set[str] = {v3}  # the version whose served logits differ from its evaluation
 
     def cases(version: str) -> SmokeCases:
-        files = fetch_model_files(
-            client.get_model_version(NAME, version).run_id, tmp_path / f"files-{version}"
-        )
+        run_id = str(client.get_model_version(NAME, version).run_id)
+        files = fetch_model_files(run_id, tmp_path / f"files-{version}")
         found = reference_cases(pictures(), ["p0", "p1", "p2"], files.onnx, files.input_size)
         if version in tampered:
             return SmokeCases(found.ids, found.inputs, found.expected[:, ::-1].copy())

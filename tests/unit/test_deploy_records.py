@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from loopline.deploy.base import DeploymentRecord, check_role, choose_role, render_deployments
+from loopline.deploy.base import (
+    DeploymentRecord,
+    DeployState,
+    Role,
+    check_role,
+    choose_role,
+    render_deployments,
+)
 from loopline.deploy.history import (
     appended,
     dump_history,
@@ -16,7 +23,7 @@ from loopline.deploy.history import (
 pytestmark = pytest.mark.unit
 
 
-def record(version: str, role: str = "champion", state: str = "serving") -> DeploymentRecord:
+def record(version: str, role: Role = "champion", state: DeployState = "serving") -> DeploymentRecord:
     return DeploymentRecord(
         "local",
         "m",
@@ -26,7 +33,7 @@ def record(version: str, role: str = "champion", state: str = "serving") -> Depl
         "pid 1",
         state,
         "2026-01-01T00:00:00",
-        "ada",  # type: ignore[arg-type]
+        "ada",
     )
 
 
@@ -98,3 +105,13 @@ def test_only_approved_models_are_deployed_and_the_first_as_champion(
     decision: str, promote_directly: bool, champion: str | None, role: str | None
 ) -> None:
     assert choose_role(decision, promote_directly, champion) == role
+
+
+def test_the_local_target_is_a_deploy_target() -> None:
+    from loopline.deploy.base import DeployTarget
+    from loopline.deploy.local import LocalTarget
+
+    def accepts(target: DeployTarget) -> str:
+        return target.name
+
+    assert accepts(LocalTarget.__new__(LocalTarget)) == "local"  # mypy checks the signatures match

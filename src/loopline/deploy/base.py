@@ -64,9 +64,11 @@ class DeployTarget(Protocol):
 
     name: str
 
-    def deploy(self, version: str, role: Role = "champion", who: str = "loopline") -> DeploymentRecord:
-        """Serve ``version`` in ``role`` once it passed its smoke test; a refused version leaves the role
-        as it was and comes back with ``state == "refused"`` and the reason."""
+    def deploy(
+        self, version: str, role: Role = "champion", who: str = "loopline", why: str = "deployed"
+    ) -> DeploymentRecord:
+        """Serve ``version`` in ``role`` once it passed its smoke test (``who``/``why`` audit the alias
+        move); a refused version leaves the role as it was and comes back with ``state == "refused"``."""
         ...
 
     def status(self) -> list[DeploymentRecord]:
@@ -77,7 +79,7 @@ class DeployTarget(Protocol):
         """Serve ``to`` (default: the champion before the current one, from the history) as champion."""
         ...
 
-    def undeploy(self, role: Role) -> DeploymentRecord | None:
+    def undeploy(self, role: Role, who: str = "loopline") -> DeploymentRecord | None:
         """Stop serving ``role``; None when nothing served it."""
         ...
 

@@ -27,7 +27,7 @@ import httpx
 from loopline.deploy import history
 from loopline.deploy.base import ROLES, DeploymentRecord, DeploymentRefused, DeployState, Role
 from loopline.deploy.smoke import SmokeCases, smoke_test
-from loopline.errors import LooplineError, ServiceError
+from loopline.errors import ServiceError
 from loopline.registry.registry import CHAMPION, move_alias, resolve_alias
 from loopline.services import process
 from loopline.services.credentials import _read_or_create
@@ -165,7 +165,7 @@ class LocalTarget:
             verdict = smoke_test(
                 spec.url, self.model, version, self.cases(version), self.settings.smoke_max_latency_ms
             )
-        except (LooplineError, OSError, ValueError) as exc:
+        except Exception as exc:  # whatever went wrong refuses the version; the old server keeps serving
             return f"{type(exc).__name__}: {exc}"
         finally:
             process.stop(spec)

@@ -303,8 +303,12 @@ def up(settings: Settings) -> list[ServiceStatus]:
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop, in reverse order, the services ``up`` started. Returns the names stopped."""
-    return [spec.name for spec in reversed(service_specs(settings)) if process.stop(spec)]
+    """Stop the model servers deployed locally, then, in reverse order, the services ``up`` started.
+    Returns the names stopped."""
+    from loopline.deploy.local import stop_all
+
+    served = stop_all(settings)
+    return served + [spec.name for spec in reversed(service_specs(settings)) if process.stop(spec)]
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
