@@ -25,7 +25,7 @@ from loopline.services import process
 from loopline.services.process import free_port
 from loopline.services.standalone import running_service
 from loopline.settings import Settings
-from tests.integration.test_registry import logged_onnx_run
+from tests.model_runs import logged_onnx_run
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration

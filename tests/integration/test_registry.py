@@ -4,9 +4,7 @@ moved with an audit trail, review decisions on the version, an unreachable serve
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from loopline.errors import RegistryError
 from loopline.registry.registry import (
@@ -19,6 +17,7 @@ from loopline.registry.registry import (
     resolve_alias,
 )
 from loopline.services.standalone import running_service
+from tests.model_runs import logged_onnx_run
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
@@ -31,32 +30,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
         mlflow.set_tracking_uri(spec.url)
         yield mlflow.MlflowClient(spec.url)
-
-
-def logged_onnx_run(
-    tmp_path: Path, labels: tuple[str, ...] = ("a", "b"), splits: dict[str, list[str]] | None = None
-) -> str:
-    """A real run holding a (tiny, random) ONNX model over 4x4 inputs, its class mapping and its splits,
-    as training logs them."""
-    import mlflow
-    import mlflow.onnx
-    import onnx
-
-    from loopline.training.onnx_export import export_onnx
-
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, len(labels)))
-    path = export_onnx(model, 4, tmp_path / "m.onnx")
-    mlflow.set_experiment("registry")
-    with mlflow.start_run() as run:
-        mlflow.onnx.log_model(
-            onnx.load(str(path)),
-            name="model",
-            input_example=np.zeros((1, 3, 4, 4), dtype=np.float32),
-            pip_requirements=["onnxruntime"],
-        )
-        mlflow.log_dict({"labels": list(labels), "input_size": 4}, "class_mapping.json")
-        mlflow.log_dict(splits or {"train": [], "val": [], "test": []}, "splits.json")
-    return str(run.info.run_id)
 
 
 def test_registering_a_run_twice_gives_one_version(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

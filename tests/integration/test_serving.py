@@ -19,7 +19,7 @@ from PIL import Image
 from loopline.registry.registry import CHAMPION, move_alias, register_run
 from loopline.services.process import free_port
 from loopline.services.standalone import running_service
-from tests.integration.test_registry import logged_onnx_run
+from tests.model_runs import logged_onnx_run
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration

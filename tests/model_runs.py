@@ -1,0 +1,34 @@
+"""MLflow runs shaped like the train stage's, for tests of the registry, the server and the deploy stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def logged_onnx_run(
+    tmp_path: Path, labels: tuple[str, ...] = ("a", "b"), splits: dict[str, list[str]] | None = None
+) -> str:
+    """A real run holding a (tiny, random) ONNX model over 4x4 inputs, its class mapping and its splits,
+    as training logs them."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    from loopline.training.onnx_export import export_onnx
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, len(labels)))
+    path = export_onnx(model, 4, tmp_path / "m.onnx")
+    mlflow.set_experiment("registry")
+    with mlflow.start_run() as run:
+        mlflow.onnx.log_model(
+            onnx.load(str(path)),
+            name="model",
+            input_example=np.zeros((1, 3, 4, 4), dtype=np.float32),
+            pip_requirements=["onnxruntime"],
+        )
+        mlflow.log_dict({"labels": list(labels), "input_size": 4}, "class_mapping.json")
+        mlflow.log_dict(splits or {"train": [], "val": [], "test": []}, "splits.json")
+    return str(run.info.run_id)
