@@ -126,8 +126,11 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         logger.warning(warning)
     create_table_artifact(table=trial_rows(outcome), key="train-trials", description="Optuna trials")
     create_markdown_artifact(markdown=render_best_trial(outcome), key="train-best-trial")
+    import mlflow
+
+    experiment_id = mlflow.MlflowClient(uri).get_run(outcome.run_id).info.experiment_id
     create_link_artifact(
-        link=f"{uri}/#/experiments/0/runs/{outcome.run_id}",
+        link=f"{uri}/#/experiments/{experiment_id}/runs/{outcome.run_id}",
         key="train-mlflow-run",
         link_text=f"MLflow run {outcome.run_id}",
     )

@@ -206,6 +206,12 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert parent.data.metrics["test_accuracy"] > 0.3 and parent.data.metrics["onnx_parity_ok"] == 1.0
         artifacts = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json={}).json()}
         assert {"train-trials", "train-best-trial", "train-mlflow-run"} <= artifacts
+        links = httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["train-mlflow-run"]}}}
+        ).json()
+        assert links and all(
+            f"/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}" in a["data"] for a in links
+        )
 
         # Registered once, with lineage; approved by grace through `loopline approve`: the champion.
         versions = client.search_model_versions("name = 'loopline-classifier'")
