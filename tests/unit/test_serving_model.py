@@ -150,13 +150,12 @@ def test_fetch_version_downloads_once_into_name_and_version(
 
     downloads: list[str] = []
 
-    def download(run_id: str, folder: Path) -> None:
+    def download(run_id: str, folder: Path, tracking_uri: str | None = None) -> None:
         downloads.append(run_id)
         version_folder(folder)
         assert not (tmp_path / "cache" / "digits" / "2").exists()  # nothing half-written in place
 
     monkeypatch.setattr(mlflow, "MlflowClient", lambda **_: FakeClient({"digits": {"2"}}, {}))
-    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: None)
     monkeypatch.setattr(artifacts, "download_model_files", download)
     first = fetch_version("http://mlflow", "digits", "2", tmp_path / "cache")
     again = fetch_version("http://mlflow", "digits", "2", tmp_path / "cache")
@@ -174,12 +173,11 @@ def test_fetch_version_leaves_nothing_behind_when_the_download_fails(
     from loopline.errors import ModelLoadError, ModelNotFound, RegistryError
     from loopline.serving.model import fetch_version
 
-    def download(run_id: str, folder: Path) -> None:
+    def download(run_id: str, folder: Path, tracking_uri: str | None = None) -> None:
         (folder / "model").mkdir()
         raise RegistryError("The training run run-1 has no readable 'model' artifact.")
 
     monkeypatch.setattr(mlflow, "MlflowClient", lambda **_: FakeClient({"digits": {"2"}}, {}))
-    monkeypatch.setattr(mlflow, "set_tracking_uri", lambda uri: None)
     monkeypatch.setattr(artifacts, "download_model_files", download)
     with pytest.raises(ModelLoadError, match="Version 2 of 'digits' cannot be downloaded"):
         fetch_version("http://mlflow", "digits", "2", tmp_path)

@@ -30,7 +30,7 @@ from loopline.deploy.smoke import SmokeCases, smoke_test
 from loopline.errors import ServiceError
 from loopline.registry.registry import CHAMPION, move_alias, resolve_alias
 from loopline.services import process
-from loopline.services.credentials import _read_or_create
+from loopline.services.credentials import read_or_create_secret
 from loopline.services.process import ProcessSpec
 from loopline.settings import Settings
 
@@ -39,7 +39,7 @@ ADMIN_TOKEN_FILE = "serving-admin-token"
 
 def admin_token(settings: Settings) -> str:
     """The bearer token of the local model servers' ``/admin/reload``, generated once."""
-    return _read_or_create(settings.resolved_home / "secrets" / ADMIN_TOKEN_FILE, 20)
+    return read_or_create_secret(settings.resolved_home / "secrets" / ADMIN_TOKEN_FILE, 20)
 
 
 def role_port(settings: Settings, role: Role) -> int:

@@ -21,20 +21,25 @@ class ModelFiles:
     splits: Mapping[str, list[str]]  # split → content hashes it trained, validated or was tested on
 
 
-def fetch_model_files(run_id: str, folder: Path) -> ModelFiles:
+def fetch_model_files(run_id: str, folder: Path, tracking_uri: str | None = None) -> ModelFiles:
     """Download the run's ONNX model, ``class_mapping.json`` and ``splits.json`` into ``folder``."""
-    onnx, mapping, splits = download_model_files(run_id, folder)
+    onnx, mapping, splits = download_model_files(run_id, folder, tracking_uri)
     return ModelFiles(onnx, tuple(mapping["labels"]), int(mapping["input_size"]), splits)
 
 
-def download_model_files(run_id: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, list[str]]]:
-    """(ONNX file, class mapping ``{labels, input_size}``, splits ``{split: [content hashes]}``)."""
+def download_model_files(
+    run_id: str, folder: Path, tracking_uri: str | None = None
+) -> tuple[Path, dict[str, Any], dict[str, list[str]]]:
+    """(ONNX file, class mapping ``{labels, input_size}``, splits ``{split: [content hashes]}``), from the
+    MLflow server at ``tracking_uri`` (default: the process's tracking URI)."""
     import mlflow
 
     def fetch(path: str) -> Path:
         try:
             return Path(
-                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(folder))
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=path, dst_path=str(folder), tracking_uri=tracking_uri
+                )
             )
         except Exception as exc:  # MlflowException, OSError, HTTP errors of the artifact proxy
             raise RegistryError(

@@ -64,7 +64,7 @@ def check_model_name(name: str) -> None:
         )
 
 
-def _not_found(exc: Exception) -> bool:
+def is_not_found(exc: Exception) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
 
 
@@ -104,7 +104,7 @@ def resolve_alias(client: Any, name: str, alias: str) -> Any | None:
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if _not_found(exc):
+        if is_not_found(exc):
             return None
         raise
 

@@ -21,7 +21,7 @@ class LabelStudioCredentials:
     token: SecretStr
 
 
-def _read_or_create(path: Path, nbytes: int) -> str:
+def read_or_create_secret(path: Path, nbytes: int) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +36,6 @@ def _read_or_create(path: Path, nbytes: int) -> str:
 def label_studio_credentials(settings: Settings) -> LabelStudioCredentials:
     """The token from LOOPLINE_LABEL_STUDIO_TOKEN, or the one generated for the local server."""
     folder = settings.resolved_home / "secrets"
-    token = settings.label_studio_token or SecretStr(_read_or_create(folder / "label-studio-token", 20))
-    password = SecretStr(_read_or_create(folder / "label-studio-password", 16))
+    token = settings.label_studio_token or SecretStr(read_or_create_secret(folder / "label-studio-token", 20))
+    password = SecretStr(read_or_create_secret(folder / "label-studio-password", 16))
     return LabelStudioCredentials(LABEL_STUDIO_USER, password, token)

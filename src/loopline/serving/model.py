@@ -24,7 +24,7 @@ import numpy as np
 
 from loopline.errors import ModelLoadError, ModelNotFound
 from loopline.registry.evaluation import softmax
-from loopline.registry.registry import _not_found, resolve_alias
+from loopline.registry.registry import is_not_found, resolve_alias
 
 __all__ = [
     "ClassScore",
@@ -88,7 +88,7 @@ def resolve_version(client: Any, name: str, selector: str) -> str:
         else:
             found = resolve_alias(client, name, selector)
     except MlflowException as exc:
-        if not _not_found(exc):
+        if not is_not_found(exc):
             raise
         found = None
     if found is None:
@@ -141,7 +141,7 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path) -
     try:
         run_id = client.get_model_version(name, version).run_id
     except MlflowException as exc:
-        if not _not_found(exc):
+        if not is_not_found(exc):
             raise
         raise ModelNotFound(f"Model {name!r} has no version {version}: {_known(client, name)}") from exc
     if not run_id:
@@ -152,8 +152,7 @@ def fetch_version(tracking_uri: str, name: str, version: str, cache_dir: Path) -
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-partial-"))
     try:
-        mlflow.set_tracking_uri(tracking_uri)  # download_model_files reads the process's tracking URI
-        download_model_files(run_id, partial)
+        download_model_files(run_id, partial, tracking_uri)
         try:
             partial.rename(target)
         except OSError:  # another process finished the same download first: use its copy
