@@ -2,7 +2,7 @@
 test machines, see ENVIRONMENT.md): create/read/patch/list/delete of Deployments, Services,
 HorizontalPodAutoscalers and PodDisruptionBudgets, answering 404 NotFound and 409 AlreadyExists with
 ``Status`` bodies as the real server does. A Deployment's status is computed on read: rolled out when
-``rollout_ready`` is true, otherwise stuck with no new pod ready.
+``rollout_ready`` is true and ``never_ready(deployment)`` false, otherwise stuck with no new pod ready.
 
 Merge patches (RFC 7386) are applied as such; strategic-merge patches are treated as merge patches.
 """
@@ -13,7 +13,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,13 +51,15 @@ class FakeKubernetesApi:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name)
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.rollout_ready = True
+        # Deployments whose pod template this matches never get a ready new pod (a bad version)
+        self.never_ready: Callable[[dict[str, Any]], bool] = lambda obj: False
         self.lock = threading.Lock()
         self.url = ""
 
     def status_of(self, obj: dict[str, Any]) -> dict[str, Any]:
         replicas = obj["spec"].get("replicas", 1)
         generation = obj["metadata"]["generation"]
-        if self.rollout_ready:
+        if self.rollout_ready and not self.never_ready(obj):
             return {
                 "observedGeneration": generation,
                 "replicas": replicas,
@@ -152,9 +154,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, self._view(api.objects[key]))
             elif method == "PATCH":
                 self._patch(key)
-            elif method == "DELETE":
-                api.objects.pop(key)
-                self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200})
+            elif method == "DELETE":  # a Service answers with the deleted object, the others a Status
+                gone = api.objects.pop(key)
+                success = {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}
+                self._send(200, gone if resource == "services" else success)
 
     def _view(self, obj: dict[str, Any]) -> dict[str, Any]:
         if obj["kind"] == "Deployment":

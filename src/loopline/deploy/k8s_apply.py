@@ -1,5 +1,5 @@
-"""Apply rendered model-server manifests to a cluster with the official ``kubernetes`` client and wait for
-the Deployment's rollout.
+"""Apply rendered model-server manifests to a cluster with the official ``kubernetes`` client, wait for
+the Deployment's rollout, read a Deployment back and delete what was applied.
 
 Create-or-patch: each object is created, and on 409 (it exists) patched with a JSON merge patch of the
 rendered document, so a rerun never duplicates anything. A Deployment's ``spec.replicas`` is left out
@@ -45,6 +45,7 @@ class AppliedObject:
 class _Verbs:
     create: Callable[..., Any]
     patch: Callable[..., Any]
+    delete: Callable[..., Any]
 
 
 def _verbs(kind: str, api_client: Any) -> _Verbs:
@@ -53,14 +54,23 @@ def _verbs(kind: str, api_client: Any) -> _Verbs:
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
     autoscaling, policy = client.AutoscalingV2Api(api_client), client.PolicyV1Api(api_client)
     table = {
-        "Deployment": _Verbs(apps.create_namespaced_deployment, apps.patch_namespaced_deployment),
-        "Service": _Verbs(core.create_namespaced_service, core.patch_namespaced_service),
+        "Deployment": _Verbs(
+            apps.create_namespaced_deployment,
+            apps.patch_namespaced_deployment,
+            apps.delete_namespaced_deployment,
+        ),
+        "Service": _Verbs(
+            core.create_namespaced_service, core.patch_namespaced_service, core.delete_namespaced_service
+        ),
         "HorizontalPodAutoscaler": _Verbs(
             autoscaling.create_namespaced_horizontal_pod_autoscaler,
             autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+            autoscaling.delete_namespaced_horizontal_pod_autoscaler,
         ),
         "PodDisruptionBudget": _Verbs(
-            policy.create_namespaced_pod_disruption_budget, policy.patch_namespaced_pod_disruption_budget
+            policy.create_namespaced_pod_disruption_budget,
+            policy.patch_namespaced_pod_disruption_budget,
+            policy.delete_namespaced_pod_disruption_budget,
         ),
     }
     if kind not in table:
@@ -157,6 +167,41 @@ def wait_for_rollout(
                 f"/v2/health/ready); undo with `kubectl -n {namespace} rollout undo deployment/{name}`"
             )
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
+def read_deployment(name: str, namespace: str, api_client: Any) -> Any | None:
+    """The live ``V1Deployment`` (with its status), None when there is none."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return client.AppsV1Api(api_client).read_namespaced_deployment_status(name=name, namespace=namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise KubernetesApplyFailed(
+            f"cannot read Deployment {name} in namespace {namespace}: HTTP {exc.status} {exc.reason}: "
+            f"{exc.body}. Check your permissions with `kubectl auth can-i get deployments -n {namespace}`"
+        ) from exc
+
+
+def delete_objects(docs: list[dict[str, Any]], api_client: Any) -> list[str]:
+    """Delete the objects of ``docs`` (in reverse order); those already gone are skipped. Returns
+    ``KIND/NAME`` of each deleted one."""
+    from kubernetes.client.exceptions import ApiException
+
+    deleted = []
+    for doc in reversed(docs):
+        name, namespace = doc["metadata"]["name"], doc["metadata"]["namespace"]
+        try:
+            _verbs(doc["kind"], api_client).delete(name=name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise _refused(doc, "delete", exc) from exc
+        log.info("deleted %s/%s in %s", doc["kind"], name, namespace)
+        deleted.append(f"{doc['kind']}/{name}")
+    return deleted
 
 
 def apply(docs: list[dict[str, Any]], api_client: Any, timeout: float = 300.0) -> list[AppliedObject]:
