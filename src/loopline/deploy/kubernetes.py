@@ -113,16 +113,16 @@ def _context(params: ServingManifestParams) -> dict[str, Any]:
 
 
 def templates_dir() -> Path:
-    """``deployments/kubernetes`` of the checkout (the templates are files, not package data)."""
-    here = Path(str(resources.files("loopline"))).resolve()
-    for parent in here.parents:
-        candidate = parent / "deployments" / "kubernetes"
-        if candidate.is_dir():
-            return candidate
-    raise ManifestInvalid(
-        f"no deployments/kubernetes/ folder above {here}: run from a loopline checkout "
-        "(pip install -e .), where the manifest templates live"
-    )
+    """The manifest templates: package data of ``loopline.deploy`` (``k8s_templates``, a link to
+    ``deployments/kubernetes/`` in the checkout, copied into the wheel)."""
+    found = Path(str(resources.files("loopline.deploy") / "k8s_templates"))
+    if not (found / PLAIN_TEMPLATES[0]).is_file():
+        raise ManifestInvalid(
+            f"the Kubernetes manifest templates are missing from {found}. To fix this, reinstall loopline "
+            "from a wheel built from a checkout (they are its package data), or run `pip install -e .` in "
+            "a checkout where src/loopline/deploy/k8s_templates links to deployments/kubernetes/"
+        )
+    return found
 
 
 def render_manifests(
