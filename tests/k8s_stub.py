@@ -1,8 +1,10 @@
 """A small in-process stand-in for the Kubernetes API server on 127.0.0.1 (no cluster can run on the
 test machines, see ENVIRONMENT.md): create/read/patch/list/delete of Deployments, Services,
-HorizontalPodAutoscalers and PodDisruptionBudgets, answering 404 NotFound and 409 AlreadyExists with
-``Status`` bodies as the real server does. A Deployment's status is computed on read: rolled out when
-``rollout_ready`` is true and ``never_ready(deployment)`` false, otherwise stuck with no new pod ready.
+HorizontalPodAutoscalers, PodDisruptionBudgets and KServe InferenceServices (a custom resource),
+answering 404 NotFound and 409 AlreadyExists with ``Status`` bodies as the real server does. A
+Deployment's status is computed on read: rolled out when ``rollout_ready`` is true and
+``never_ready(deployment)`` false, otherwise stuck with no new pod ready; an InferenceService's ``Ready``
+condition follows the same two.
 
 Merge patches (RFC 7386) are applied as such; strategic-merge patches are treated as merge patches.
 """
@@ -24,6 +26,7 @@ RESOURCES = {
     "services": ("/api/v1", "Service", ""),
     "horizontalpodautoscalers": ("/apis/autoscaling/v2", "HorizontalPodAutoscaler", "autoscaling"),
     "poddisruptionbudgets": ("/apis/policy/v1", "PodDisruptionBudget", "policy"),
+    "inferenceservices": ("/apis/serving.kserve.io/v1beta1", "InferenceService", "serving.kserve.io"),
 }
 _PATH = re.compile(
     r"^(?P<prefix>/api/v1|/apis/[a-z.]+/v[0-9a-z]+)/namespaces/(?P<ns>[^/]+)/(?P<resource>[a-z]+)"
@@ -76,6 +79,13 @@ class FakeKubernetesApi:
             "availableReplicas": replicas,
             "unavailableReplicas": 1,
         }
+
+    def inference_service_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        ready = self.rollout_ready and not self.never_ready(obj)
+        condition = {"type": "Ready", "status": "True"} if ready else {
+            "type": "Ready", "status": "False", "reason": "RevisionMissing"
+        }  # fmt: skip
+        return {"observedGeneration": obj["metadata"]["generation"], "conditions": [condition]}
 
     def count(self, resource: str) -> int:
         return sum(1 for key in self.objects if key[0] == resource)
@@ -162,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _view(self, obj: dict[str, Any]) -> dict[str, Any]:
         if obj["kind"] == "Deployment":
             return {**obj, "status": self.api.status_of(obj)}
+        if obj["kind"] == "InferenceService":
+            return {**obj, "status": self.api.inference_service_status(obj)}
         return obj
 
     def _create(self, resource: str, namespace: str, kind: str, group: str, prefix: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from loopline.deploy.k8s_apply import KubernetesApplyFailed, RolloutTimeout, apply
+from loopline.deploy.k8s_apply import KubernetesApplyFailed, RolloutTimeout, apply, delete_objects
 from loopline.deploy.kubernetes import ServingManifestParams, render_manifests
 from tests.k8s_stub import FakeKubernetesApi, running_k8s_stub
 
@@ -79,3 +79,52 @@ def test_a_refused_object_is_named_with_the_servers_answer(stub: FakeKubernetesA
         with pytest.raises(KubernetesApplyFailed, match=r"refused to create Deployment/digits-champion.*404"):
             apply(_docs(), wrong_prefix, timeout=1)
     assert [method for method, _ in stub.requests] == ["POST"]
+
+
+def _isvc(image: str = "registry.local/loopline-serve:abc123") -> list[dict[str, Any]]:
+    params = ServingManifestParams(name="digits", namespace="ml", image=image, model_name="digits")
+    return render_manifests(params, "kserve")
+
+
+def test_an_inference_service_is_created_then_patched_through_the_custom_objects_api(
+    stub: FakeKubernetesApi, api_client: Any
+) -> None:
+    first = apply(_isvc(), api_client, timeout=5)
+    second = apply(_isvc(image="registry.local/loopline-serve:def456"), api_client, timeout=5)
+
+    assert [(o.kind, o.action) for o in first + second] == [
+        ("InferenceService", "created"),
+        ("InferenceService", "patched"),
+    ]
+    assert stub.count("inferenceservices") == 1
+    isvc = stub.objects[("inferenceservices", "ml", "digits-champion")]
+    assert isvc["spec"]["predictor"]["containers"][0]["image"].endswith(":def456")
+    assert isvc["metadata"]["generation"] == 2
+    path = "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/digits-champion"
+    assert ("PATCH", path) in stub.requests
+    assert delete_objects(_isvc(), api_client) == ["InferenceService/digits-champion"]
+    assert stub.count("inferenceservices") == 0 and delete_objects(_isvc(), api_client) == []
+
+
+def test_an_inference_service_that_never_becomes_ready_times_out_naming_it(
+    stub: FakeKubernetesApi, api_client: Any
+) -> None:
+    stub.rollout_ready = False
+    with pytest.raises(RolloutTimeout) as caught:
+        apply(_isvc(), api_client, timeout=0.5)
+    message = str(caught.value)
+    assert "InferenceService digits-champion in namespace ml" in message
+    assert "Ready False: RevisionMissing" in message and "describe inferenceservice" in message
+
+
+def test_delete_objects_removes_the_plain_objects_and_skips_missing_ones(
+    stub: FakeKubernetesApi, api_client: Any
+) -> None:
+    apply(_docs(), api_client, timeout=5)
+    stub.objects.pop(("services", "ml", "digits-champion"))
+    assert delete_objects(_docs(), api_client) == [
+        "PodDisruptionBudget/digits-champion",
+        "HorizontalPodAutoscaler/digits-champion",
+        "Deployment/digits-champion",
+    ]
+    assert not stub.objects

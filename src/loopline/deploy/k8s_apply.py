@@ -11,6 +11,7 @@ that times out here leaves the old version answering.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from loopline.errors import LooplineError
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
+KSERVE_GROUP, KSERVE_VERSION = "serving.kserve.io", "v1beta1"
 
 
 class KubernetesApplyFailed(LooplineError):
@@ -73,11 +75,18 @@ def _verbs(kind: str, api_client: Any) -> _Verbs:
             policy.delete_namespaced_pod_disruption_budget,
         ),
     }
+    custom = client.CustomObjectsApi(api_client)
+
+    def isvc(verb: Callable[..., Any]) -> Callable[..., Any]:
+        return functools.partial(verb, group=KSERVE_GROUP, version=KSERVE_VERSION, plural="inferenceservices")
+
+    table["InferenceService"] = _Verbs(
+        isvc(custom.create_namespaced_custom_object),
+        isvc(custom.patch_namespaced_custom_object),
+        isvc(custom.delete_namespaced_custom_object),
+    )
     if kind not in table:
-        raise KubernetesApplyFailed(
-            f"cannot apply kind {kind!r}: valid kinds are {', '.join(table)}. An InferenceService (KServe) "
-            "is applied by GitOps or `kubectl apply -f` from `loopline k8s render --kserve`"
-        )
+        raise KubernetesApplyFailed(f"cannot apply kind {kind!r}: valid kinds are {', '.join(table)}")
     return table[kind]
 
 
@@ -169,6 +178,48 @@ def wait_for_rollout(
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
 
 
+def inference_service_state(isvc: dict[str, Any]) -> tuple[bool, str]:
+    """(ready, a one-line summary) of an InferenceService as KServe reports it: its ``Ready`` condition
+    for the generation it last saw."""
+    generation = isvc.get("metadata", {}).get("generation", 0)
+    status = isvc.get("status") or {}
+    observed = status.get("observedGeneration", 0)
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = conditions.get("Ready", {})
+    reason = f": {ready['reason']}" if ready.get("reason") else ""
+    summary = f"generation {generation} (observed {observed}), Ready {ready.get('status', 'Unknown')}{reason}"
+    return observed >= generation and ready.get("status") == "True", summary
+
+
+def wait_for_inference_service(
+    name: str, namespace: str, api_client: Any, timeout: float, poll_seconds: float = 2.0
+) -> str:
+    """Wait until KServe reports the InferenceService Ready; returns the final summary.
+
+    Raises:
+        RolloutTimeout: after ``timeout`` seconds (KServe's RawDeployment keeps the previous pods serving
+            until the new ones are ready, as a Deployment with ``maxUnavailable: 0``).
+    """
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api_client)
+    deadline = time.monotonic() + timeout
+    while True:
+        isvc: dict[str, Any] = custom.get_namespaced_custom_object_status(  # type: ignore[assignment]
+            KSERVE_GROUP, KSERVE_VERSION, namespace, "inferenceservices", name
+        )
+        done, summary = inference_service_state(isvc)
+        if done:
+            return summary
+        if time.monotonic() >= deadline:
+            raise RolloutTimeout(
+                f"InferenceService {name} in namespace {namespace}: not Ready after {timeout:g} s "
+                f"({summary}). See why with `kubectl -n {namespace} describe inferenceservice {name}` and "
+                "the predictor pods' events/logs (image pull, Secret missing, readiness on /v2/health/ready)"
+            )
+        time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
 def read_deployment(name: str, namespace: str, api_client: Any) -> Any | None:
     """The live ``V1Deployment`` (with its status), None when there is none."""
     from kubernetes import client
@@ -206,7 +257,8 @@ def delete_objects(docs: list[dict[str, Any]], api_client: Any) -> list[str]:
 
 def apply(docs: list[dict[str, Any]], api_client: Any, timeout: float = 300.0) -> list[AppliedObject]:
     """Validate (see :func:`loopline.deploy.kubernetes.validate`), create or patch every object in order,
-    then wait for each Deployment's rollout."""
+    then wait for each Deployment's rollout and each InferenceService (KServe, applied through the
+    CustomObjectsApi) to be Ready."""
     from loopline.deploy.kubernetes import validate
 
     validate(docs)
@@ -214,4 +266,6 @@ def apply(docs: list[dict[str, Any]], api_client: Any, timeout: float = 300.0) -
     for obj in applied:
         if obj.kind == "Deployment":
             wait_for_rollout(obj.name, obj.namespace, api_client, timeout)
+        elif obj.kind == "InferenceService":
+            wait_for_inference_service(obj.name, obj.namespace, api_client, timeout)
     return applied
