@@ -189,10 +189,12 @@ def fit(
     checkpoint_dir: Path,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     stop_after: int | None = None,
+    on_checkpoint: Callable[[Path], object] | None = None,
 ) -> FitResult:
     """Train for ``config.epochs`` with a checkpoint per epoch, resuming from the last checkpoint.
 
-    ``stop_after`` ends the call after that many epochs in total (tests use it to simulate a crash).
+    ``stop_after`` ends the call after that many epochs in total (tests use it to simulate a crash);
+    ``on_checkpoint(path)`` runs after each checkpoint is written (to copy it to shared storage).
     The best model (by validation accuracy) is restored before returning.
     """
     import torch
@@ -261,6 +263,8 @@ def fit(
                     "best_model": best_state,
                 },
             )
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint_dir)
         if result.stopped_early or (stop_after is not None and epoch + 1 >= stop_after):
             break
     if best_state is not None:

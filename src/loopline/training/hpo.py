@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loopline.training.checkpoint import load_checkpoint
+from loopline.training.checkpoint_mirror import CheckpointMirror
 from loopline.training.data import ClassMapping
 from loopline.training.engine import EpochMetrics, FitResult, TrainConfig, fit, seed_everything
 from loopline.training.models import INPUT_SIZES, build_model
@@ -148,6 +149,7 @@ def run_study(
     device: str = "cpu",
     log_to_mlflow: bool = True,
     heartbeat: Heartbeat | None = None,
+    mirror: CheckpointMirror | None = None,
 ) -> StudyResult:
     """Run trials until the study holds ``n_trials`` finished ones, with any other workers on the same
     study; then wait for the others' running trials so every worker reports the same best trial."""
@@ -157,7 +159,9 @@ def run_study(
     rdb = open_storage(storage, heartbeat)
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    objective = _objective(loaders, mapping, space, epochs, workdir, seed, device, log_to_mlflow, worker)
+    objective = _objective(
+        loaders, mapping, space, epochs, workdir, seed, device, log_to_mlflow, worker, mirror
+    )
     study = optuna.create_study(
         storage=rdb,
         study_name=study_name,
@@ -176,7 +180,7 @@ def run_study(
             time.sleep(min(5, heartbeat.interval))  # another worker's trial: wait for its result
         else:
             break
-    return _summarise(study, workdir)
+    return _summarise(study, workdir, mirror)
 
 
 def _objective(
@@ -189,6 +193,7 @@ def _objective(
     device: str,
     log_to_mlflow: bool,
     worker: str,
+    mirror: CheckpointMirror | None = None,
 ) -> Callable[[Any], float]:
     import optuna
     import torch
@@ -245,6 +250,8 @@ def _objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
 
+        if mirror is not None:
+            mirror.pull(folder)  # the dead trial may have run on another machine
         state = "failed"
         try:
             seed_everything(seed, deterministic=True)
@@ -256,8 +263,11 @@ def _objective(
                 config,
                 folder,
                 on_epoch=report,
+                on_checkpoint=mirror.push if mirror is not None else None,
             )
             torch.save(model.state_dict(), folder / BEST_WEIGHTS)
+            if mirror is not None:
+                mirror.push(folder)
             state = "complete"
             return result.best_val_accuracy
         except optuna.TrialPruned:
@@ -270,7 +280,7 @@ def _objective(
     return objective
 
 
-def _summarise(study: Any, workdir: Path) -> StudyResult:
+def _summarise(study: Any, workdir: Path, mirror: CheckpointMirror | None = None) -> StudyResult:
     import optuna
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -281,6 +291,8 @@ def _summarise(study: Any, workdir: Path) -> StudyResult:
         )
     best = study.best_trial
     folder = workdir / best.user_attrs.get("folder", f"trial-{best.number}")
+    if mirror is not None:
+        mirror.pull(folder)  # the best trial may have run on another machine
     checkpoint = load_checkpoint(folder)
     return StudyResult(
         study_name=study.study_name,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from loopline.data.labeled import LabeledRow
+from loopline.training.checkpoint_mirror import CheckpointMirror, default_checkpoint_root, open_mirror
 from loopline.training.data import SPLITS, ClassMapping, check_labeled_rows, loader_factory
 from loopline.training.hpo import BEST_WEIGHTS, Heartbeat, Pruner, StudyResult, run_study
 from loopline.training.models import INPUT_SIZES, build_model
@@ -46,6 +47,9 @@ class TrainRequest:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     num_workers: int = 0  # DataLoader workers (see loopline.training.hardware)
     pin_memory: bool = False
+    # shared storage of the trial folders (s3://...), see loopline.training.checkpoint_mirror; None: the
+    # default, <data root>/checkpoints when the data root is remote
+    checkpoint_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,9 +171,18 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
             seed=request.seed,
             device=request.device,
             heartbeat=request.heartbeat,
+            mirror=_mirror(request, study_name),
         )
         outcome = _evaluate_and_log(study, rows, mapping, loaders, request, parent.info.run_id)
     return outcome
+
+
+def _mirror(request: TrainRequest, study_name: str) -> CheckpointMirror | None:
+    from loopline.settings import get_settings
+
+    settings = get_settings()
+    root = request.checkpoint_root or default_checkpoint_root(settings)
+    return open_mirror(root, study_name, settings)
 
 
 def _evaluate_and_log(
