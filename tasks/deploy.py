@@ -9,9 +9,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from loopline.deploy.base import DeploymentRecord, DeploymentRefused, choose_role, render_deployments
-from loopline.deploy.local import LocalTarget
+from loopline.deploy.base import (
+    DeploymentRecord,
+    DeploymentRefused,
+    DeployTarget,
+    choose_role,
+    render_deployments,
+)
 from loopline.deploy.smoke import registry_cases
+from loopline.deploy.targets import make_target
 from loopline.settings import get_settings
 from tasks.register import RegisteredModelRef, mlflow_client
 
@@ -19,8 +25,10 @@ from tasks.register import RegisteredModelRef, mlflow_client
 class DeployParameters(BaseModel):
     """Where and how approved models are served (rendered as a form in the Prefect UI)."""
 
-    target: Literal["local"] = Field(
-        default="local", description="Deploy target: 'local' runs the model servers as local processes."
+    target: Literal["local", "docker"] | None = Field(
+        default=None,
+        description="Deploy target: 'local' runs the model servers as local processes, 'docker' as "
+        "containers of the serving image; empty: LOOPLINE_DEPLOY_TARGET (default local).",
     )
     promote_directly: bool = Field(
         default=True,
@@ -52,11 +60,11 @@ class DeploymentRef(BaseModel):
         )
 
 
-def local_target(model: str, tracking_uri: str, data_root: str, smoke_images: int) -> LocalTarget:
+def deploy_target(model: str, tracking_uri: str, data_root: str, params: DeployParameters) -> DeployTarget:
     settings = get_settings()
     client = mlflow_client(tracking_uri)
-    cases = registry_cases(client, settings, model, data_root, smoke_images)
-    return LocalTarget(settings, client, tracking_uri, model, cases)
+    cases = registry_cases(client, settings, model, data_root, params.smoke_images)
+    return make_target(params.target or settings.deploy_target, settings, client, tracking_uri, model, cases)
 
 
 @task(name="deploy-model")
@@ -67,7 +75,7 @@ def deploy_model(
     approved. Raises ``DeploymentRefused`` when it failed to start or failed its smoke test (what served
     before keeps serving)."""
     logger = get_run_logger()
-    target = local_target(registered.name, tracking_uri, data_root, params.smoke_images)
+    target = deploy_target(registered.name, tracking_uri, data_root, params)
     champion = next((r for r in target.status() if r.role == "champion" and r.state == "serving"), None)
     role = choose_role(registered.decision, params.promote_directly, champion.version if champion else None)
     if role is None:
@@ -82,8 +90,9 @@ def deploy_model(
     if record.state == "refused":
         raise DeploymentRefused(
             f"{record.model} v{record.version} was not deployed as {role}: {record.reason}. What served "
-            f"before keeps serving. To fix this, read LOOPLINE_HOME/logs/serve-{role}-candidate.log, then "
-            "register a working model (or deploy another version with the deploy-model flow)."
+            f"before keeps serving. To fix this, read the candidate server's log ({target.name} target: "
+            f"LOOPLINE_HOME/logs/serve-{role}-candidate.log, or the reason above), then register a working "
+            "model (or deploy another version with the deploy-model flow)."
         )
     logger.info("%s v%s serves as %s at %s", record.model, record.version, role, record.url)
     return DeploymentRef.of(record)

@@ -1,7 +1,8 @@
 # The training worker's image: the whole project (torch, Prefect, prefect-kubernetes) with flows/,
 # tasks/, blocks/ and prefect.yaml in /opt/loopline/project, what the k8s-gpu work pool's Jobs run
 # (LOOPLINE_TRAIN_IMAGE). Several GB (torch with CUDA): built outside CI by `loopline images build train`,
-# which stages wheels/ (downloaded on the host), requirements.txt (the whole lock) and project/.
+# which stages wheels/ (downloaded on the host), loopline-wheel/, requirements.txt (the whole lock)
+# and project/.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
@@ -19,10 +20,13 @@ COPY wheels /tmp/build/wheels
 RUN python3 -m venv /opt/loopline/venv \
  && pip install --no-cache-dir --no-index --find-links /tmp/build/wheels \
         -r /tmp/build/requirements.txt -c /tmp/build/constraints.txt \
- && pip install --no-cache-dir --no-index --no-deps /tmp/build/wheels/loopline-*.whl \
  && rm -rf /tmp/build \
  && groupadd --gid 10001 loopline \
  && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin loopline
+
+COPY loopline-wheel /tmp/loopline-wheel/
+RUN pip install --no-cache-dir --no-index --no-deps /tmp/loopline-wheel/loopline-*.whl \
+ && rm -rf /tmp/loopline-wheel
 
 COPY project /opt/loopline/project
 WORKDIR /opt/loopline/project

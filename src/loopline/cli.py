@@ -15,7 +15,7 @@ from loopline.errors import LooplineError
 from loopline.settings import get_settings
 
 if TYPE_CHECKING:
-    from loopline.deploy.local import LocalTarget
+    from loopline.deploy.base import DeployTarget
     from loopline.services.platform import ServiceStatus
 
 app = typer.Typer(help="loopline: the production line for the machine-learning loop.", no_args_is_help=True)
@@ -325,11 +325,11 @@ def images_build(
         typer.echo(f"pushed {ref}")
 
 
-def _local_target(model: str) -> LocalTarget:
+def _deploy_target(model: str, target: str | None) -> DeployTarget:
     import mlflow
 
-    from loopline.deploy.local import LocalTarget
     from loopline.deploy.smoke import registry_cases
+    from loopline.deploy.targets import make_target
     from loopline.registry.registry import check_mlflow
 
     settings = get_settings()
@@ -337,17 +337,21 @@ def _local_target(model: str) -> LocalTarget:
     check_mlflow(tracking)
     client = mlflow.MlflowClient(tracking)
     cases = registry_cases(client, settings, model, settings.resolved_data_root)
-    return LocalTarget(settings, client, tracking, model, cases)
+    return make_target(target or settings.deploy_target, settings, client, tracking, model, cases)
+
+
+TARGET_HELP = "Deploy target: local or docker (default: LOOPLINE_DEPLOY_TARGET, else local)."
 
 
 @app.command("deployments")
 def deployments(
     model: str = typer.Option("loopline-classifier", "--model", help="Registered model."),
+    target: str = typer.Option(None, "--target", help=TARGET_HELP),
 ) -> None:
-    """What serves where (local model servers): role, version, state, URL. Exits 1 unless all serve."""
+    """What serves where: role, version, state, URL. Exits 1 unless all serve."""
     try:
-        records = _local_target(model).status()
-    except LooplineError as exc:
+        records = _deploy_target(model, target).status()
+    except (LooplineError, ValueError) as exc:
         _fail(exc)
     if not records:
         typer.echo(f"{model}: nothing is deployed")
@@ -367,13 +371,14 @@ def rollback(
     to: str = typer.Option(None, "--to", help="Version to serve (default: the champion before this one)."),
     model: str = typer.Option("loopline-classifier", "--model", help="Registered model."),
     who: str = typer.Option(None, "--who", help="Who rolls back (default: your user name); audited."),
+    target: str = typer.Option(None, "--target", help=TARGET_HELP),
 ) -> None:
     """Serve the previous champion again (smoke-tested) and move the `champion` alias back (audited)."""
     import getpass
 
     try:
-        record = _local_target(model).rollback(to, who or getpass.getuser())
-    except LooplineError as exc:
+        record = _deploy_target(model, target).rollback(to, who or getpass.getuser())
+    except (LooplineError, ValueError) as exc:
         _fail(exc)
     typer.echo(f"{record.model} v{record.version} serves as champion at {record.url} ({record.reason})")
 

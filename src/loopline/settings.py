@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     serve_port_challenger: int = Field(
         default=8001, ge=1, le=65535, description="Port of the local challenger model server."
     )
+    deploy_target: str = Field(
+        default="local",
+        description="Where models are served: local (processes), docker (containers) or kubernetes.",
+    )
+    serve_image: str = Field(
+        default="loopline-serve:latest",
+        description="The serving image the docker target runs (`loopline images build serve`).",
+    )
     smoke_max_latency_ms: float = Field(
         default=250.0, gt=0, description="A deployment's smoke test fails above this median latency (ms)."
     )

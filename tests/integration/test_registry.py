@@ -4,6 +4,7 @@ moved with an audit trail, review decisions on the version, an unreachable serve
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from loopline.errors import RegistryError
@@ -137,3 +138,20 @@ def test_the_evaluate_task_judges_both_models_on_the_test_split(  # type: ignore
     assert set(result.challenger.predictions) == set(result.champion.predictions) == set(splits["test"])
     shown = [m.content_hash for m in result.challenger.mistakes[:12]]
     assert shown and list(result.thumbnails) == shown
+
+
+def test_model_files_come_from_the_named_server_whatever_the_process_wide_uri(  # type: ignore[no-untyped-def]
+    client, tmp_path: Path
+) -> None:
+    """The model server passes its tracking URI explicitly and sets no process-wide one: MLflow's own
+    fallback from ``runs:/RUN/model`` to the run's logged model would look in the wrong place."""
+    from loopline.registry.artifacts import download_model_files
+
+    run_id = logged_onnx_run(tmp_path / "run", labels=("x", "y"))
+    server = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"file://{tmp_path / 'elsewhere'}")
+    try:
+        onnx, mapping, _ = download_model_files(run_id, tmp_path / "files", server)
+    finally:
+        mlflow.set_tracking_uri(server)
+    assert onnx.suffix == ".onnx" and onnx.stat().st_size > 0 and mapping["labels"] == ["x", "y"]

@@ -61,12 +61,13 @@ def test_the_dockerfile_parses_runs_as_non_root_and_installs_offline(kind: str) 
     ), "the last RUN must come before USER drops root"
     runs = " ".join(args for k, args in steps if k == "RUN")
     assert "--no-index" in runs and "--find-links /tmp/build/wheels" in runs
-    assert "--no-deps /tmp/build/wheels/loopline-" in runs  # the package's own deps include torch
+    assert "--no-deps /tmp/loopline-wheel/loopline-" in runs  # the package's own deps include torch
 
 
 def test_the_serving_image_checks_health_exposes_8080_and_runs_loopline() -> None:
     steps = dict(instructions(DOCKER / "serve.Dockerfile"))
-    assert "/v2/health/live" in steps["HEALTHCHECK"] and steps["HEALTHCHECK"].count("CMD") == 1
+    assert "/v2/health/ready" in steps["HEALTHCHECK"] and steps["HEALTHCHECK"].count("CMD") == 1
+    assert "LOOPLINE_SERVING_PORT" in steps["HEALTHCHECK"]  # the port the server binds, not a fixed one
     assert steps["EXPOSE"] == "8080"
     assert json.loads(steps["ENTRYPOINT"]) == ["loopline"]  # the manifests pass `serve --model …`
     assert "torch" not in (DOCKER / "serve.Dockerfile").read_text().replace("No torch", "")

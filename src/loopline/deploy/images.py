@@ -53,6 +53,7 @@ class BuiltImage:
     image_id: str
     tags: tuple[str, ...]
     pushed: tuple[str, ...]
+    size_bytes: int
 
 
 def check_kind(kind: str) -> ImageKind:
@@ -136,20 +137,46 @@ def _run(command: list[str], cwd: Path) -> None:
         )
 
 
+def wheel_cache(kind: ImageKind, root: Path) -> Path:
+    """The wheels of an image's dependencies, downloaded once per lock: ``~/.cache/loopline/wheels/``."""
+    lock_hash = hashlib.sha256((root / "requirements" / "requirements.lock").read_bytes()).hexdigest()[:12]
+    return Path.home() / ".cache" / "loopline" / "wheels" / f"{kind}-{lock_hash}"
+
+
+def download_wheels(kind: ImageKind, root: Path) -> Path:
+    """Every wheel the image installs but loopline's own, for the image's Python (cached per lock)."""
+    cache = wheel_cache(kind, root)
+    if (cache / ".complete").is_file():
+        return cache
+    partial = cache.with_name(cache.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    lock = root / "requirements" / "requirements.lock"
+    (partial / "requirements.txt").write_text("\n".join(requirements_subset(kind, lock)) + "\n")
+    _run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", *_TARGET, "-d", str(partial),
+          "-r", str(partial / "requirements.txt"), "-c", str(lock)], root)  # fmt: skip
+    (partial / ".complete").touch()
+    shutil.rmtree(cache, ignore_errors=True)
+    partial.rename(cache)
+    return cache
+
+
 def stage_context(kind: ImageKind, root: Path, context: Path) -> Path:
-    """Fill ``context`` with the Dockerfile, .dockerignore, the requirements and every wheel."""
+    """Fill ``context`` with the Dockerfile, .dockerignore, the requirements, the dependencies' wheels
+    (``wheels/``, one layer, cached by the engine while the lock is unchanged) and loopline's own wheel
+    (``loopline-wheel/``, a small layer of its own)."""
     if context.exists():
         shutil.rmtree(context)
-    (context / "wheels").mkdir(parents=True)
+    context.mkdir(parents=True)
     docker_dir, lock = root / "deployments" / "docker", root / "requirements" / "requirements.lock"
     shutil.copy(docker_dir / f"{kind}.Dockerfile", context / "Dockerfile")
     shutil.copy(docker_dir / ".dockerignore", context / ".dockerignore")
-    (context / "requirements.txt").write_text("\n".join(requirements_subset(kind, lock)) + "\n")
+    wheels = download_wheels(kind, root)
+    shutil.copytree(wheels, context / "wheels", ignore=shutil.ignore_patterns(".complete", "*.txt"))
+    shutil.copy(wheels / "requirements.txt", context / "requirements.txt")
     shutil.copy(lock, context / "constraints.txt")
-    pip = [sys.executable, "-m", "pip"]
-    _run([*pip, "download", "--only-binary=:all:", *_TARGET, "-d", str(context / "wheels"),
-          "-r", str(context / "requirements.txt"), "-c", str(context / "constraints.txt")], root)  # fmt: skip
-    _run([*pip, "wheel", "--no-deps", "-w", str(context / "wheels"), str(root)], root)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(context / "loopline-wheel"),
+          str(root)], root)  # fmt: skip
     if kind == "train":  # flows, tasks and blocks: the Prefect deployment runs them from the image
         for folder in ("flows", "tasks", "blocks"):
             shutil.copytree(root / folder, context / "project" / folder)
@@ -192,4 +219,5 @@ def build_image(kind: ImageKind, push: str | None = None, *, base: str | None = 
                     f"{push.split('/')[0]}` or check that the registry is reachable"
                 )
         pushed.append(f"{remote}:{version}")
-    return BuiltImage(kind, str(image.id), (tag, f"{repository}:latest"), tuple(pushed))
+    size = int(image.attrs.get("Size", 0))
+    return BuiltImage(kind, str(image.id), (tag, f"{repository}:latest"), tuple(pushed), size)

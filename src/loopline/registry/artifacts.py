@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +35,21 @@ def download_model_files(
     MLflow server at ``tracking_uri`` (default: the process's tracking URI)."""
     import mlflow
 
-    def fetch(path: str) -> Path:
+    def fetch(path: str, artifact_uri: str | None = None) -> Path:
         try:
-            return Path(
-                mlflow.artifacts.download_artifacts(
+            download = mlflow.artifacts.download_artifacts
+            if not artifact_uri:
+                found = download(
                     run_id=run_id, artifact_path=path, dst_path=str(folder), tracking_uri=tracking_uri
                 )
-            )
+                return Path(found)
+            staging = folder / f".{path}-download"  # the logged model's own files, laid out as path/
+            staging.mkdir(parents=True, exist_ok=True)
+            found = download(artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=tracking_uri)
+            shutil.rmtree(folder / path, ignore_errors=True)  # a download before this one
+            moved = Path(found).rename(folder / path)
+            shutil.rmtree(staging, ignore_errors=True)
+            return moved
         except Exception as exc:  # MlflowException, OSError, HTTP errors of the artifact proxy
             raise RegistryError(
                 f"The training run {run_id} has no readable {path!r} artifact ({type(exc).__name__}: "
@@ -48,7 +57,7 @@ def download_model_files(
                 "run was logged by loopline's train stage (it logs model/, class_mapping.json, splits.json)."
             ) from exc
 
-    model_dir = fetch("model")
+    model_dir = fetch("model", _logged_model_location(run_id, tracking_uri))
     mapping = json.loads(fetch("class_mapping.json").read_text())
     splits = json.loads(fetch("splits.json").read_text())
     onnx = sorted(model_dir.glob("*.onnx"))
@@ -59,3 +68,21 @@ def download_model_files(
             "retrain with loopline's train stage, which exports and logs the ONNX model."
         )
     return onnx[0], mapping, splits
+
+
+def _logged_model_location(run_id: str, tracking_uri: str | None) -> str | None:
+    """Where the run's logged model ``model`` keeps its files (MLflow 3 stores a model logged by
+    ``log_model`` as a LoggedModel, not under the run's artifacts); None for a run without one.
+
+    Resolved here rather than through ``runs:/RUN/model``: MLflow's fallback from a run to its logged
+    model resolves the model's files against the process-wide tracking URI, not the one passed in."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        experiment = client.get_run(run_id).info.experiment_id
+        models = client.search_logged_models(experiment_ids=[experiment], filter_string="name = 'model'")
+    except Exception:  # the run's own artifacts are tried next, with a named error if they fail too
+        return None
+    matched = [m for m in models if m.source_run_id == run_id]
+    return str(matched[0].artifact_location) if matched else None
