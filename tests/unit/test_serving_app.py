@@ -237,6 +237,63 @@ def test_v1_predict_raw_body_and_multipart_with_a_bad_image_named(folders: dict[
     run(body)
 
 
+def test_predict_answers_alike_on_the_hot_path_and_through_fastapi(folders: dict[str, Path]) -> None:
+    image = {"content": png((9, 99, 199)), "headers": {"Content-Type": "image/png"}}
+
+    async def body() -> None:
+        async with served(FolderLoader(folders)) as client:
+            hot = await client.post("/v1/predict?k=2", **image)
+            routed = await client.post("/v1/predict?k=2&trace=1", **image)  # FastAPI parses this one
+            assert hot.status_code == routed.status_code == 200
+            assert hot.json() == routed.json() and len(hot.json()["predictions"][0]["top_k"]) == 2
+            assert hot.headers["X-Model-Version"] == routed.headers["X-Model-Version"] == "pets/1"
+            refused = await client.post("/v1/predict?k=two", **image)
+            assert refused.status_code == 400 and "query.k" in refused.json()["error"]
+            versioned = await client.post(
+                "/v2/models/pets/versions/1/infer", json=fp32(np.zeros((1, 3, 4, 4)))
+            )
+            assert versioned.status_code == 200
+            text = (await client.get("/metrics")).text
+            predict = {"route": "/v1/predict", "model_version": "1"}
+            assert sample(text, "loopline_serving_requests_total", status="200", **predict) == 2
+            assert sample(text, "loopline_serving_requests_total", status="400", **predict) == 1
+            infer = {"route": "/v2/models/{name}/versions/{version}/infer", "model_version": "1"}
+            assert sample(text, "loopline_serving_requests_total", status="200", **infer) == 1
+
+    run(body)
+
+
+def test_small_images_decode_at_once_large_ones_in_a_worker_thread(
+    folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loopline.serving.predict as predict
+
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Callable[..., Any], /, *args: Any) -> Any:
+        hops.append(func.__name__)
+        return await to_thread(func, *args)
+
+    monkeypatch.setattr(predict.asyncio, "to_thread", counted)
+    small, large = png((200, 30, 90), size=16), png((200, 30, 90), size=300)  # 300 x 300 > INLINE_PIXELS
+
+    async def body() -> None:
+        async with served(FolderLoader(folders)) as client:
+            for data, expected_hops in ((small, []), (large, ["_decode_and_preprocess"])):
+                hops.clear()
+                answer = await client.post("/v1/predict", content=data, headers={"Content-Type": "image/png"})
+                assert answer.status_code == 200 and hops == expected_hops
+            # one colour, any size: the same pixels after resizing, so the same answer either way
+            labels = set()
+            for data in (small, large):
+                answer = await client.post("/v1/predict", content=data, headers={"Content-Type": "image/png"})
+                labels.add(answer.json()["predictions"][0]["label"])
+            assert len(labels) == 1
+
+    run(body)
+
+
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/v2/models/pets/infer", {"content": b"{not json"}, 400, "not valid JSON"),
     ("POST", "/v2/models/pets/infer", {"json": {"inputs": []}}, 400, "inputs"),

@@ -77,6 +77,27 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
     assert run(body) < 0.5
 
 
+def test_the_model_runs_in_the_batchers_own_thread_which_ends_with_it() -> None:
+    threads: list[threading.Thread] = []
+
+    def recorded(inputs: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread())
+        return doubled(inputs)
+
+    async def body() -> None:
+        batcher = MicroBatcher(recorded, max_batch_size=4, max_wait_ms=0)
+        await batcher.start()
+        for _ in range(3):  # one at a time: three batches
+            await batcher.submit(rows(0, 1))
+        await asyncio.gather(*(batcher.submit(rows(i, 1)) for i in range(8)))
+        await batcher.stop()
+
+    run(body)
+    assert len(set(threads)) == 1 and threads[0] is not threading.main_thread()
+    threads[0].join(timeout=5)
+    assert not threads[0].is_alive()
+
+
 def test_a_request_larger_than_the_batch_runs_alone_and_whole() -> None:
     sizes: list[int] = []
 

@@ -202,6 +202,19 @@ def test_load_model_answers_logits_per_label(tmp_path: Path) -> None:
     assert "CPUExecutionProvider" in model.session.get_providers()
 
 
+@pytest.mark.parametrize(("cpus", "threads"), [(None, 1), (1, 1), (2, 1), (8, 7)])
+def test_onnx_runtime_leaves_a_core_to_the_event_loop_and_does_not_spin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int | None, threads: int
+) -> None:
+    from loopline.serving import model as module
+
+    monkeypatch.setattr(module.os, "cpu_count", lambda: cpus)
+    assert module.default_threads() == threads
+    options = module.load_model(version_folder(tmp_path), "digits", "4").session.get_session_options()
+    assert options.intra_op_num_threads == threads
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_load_model_refuses_a_missing_onnx_file(tmp_path: Path) -> None:
     from loopline.errors import ModelLoadError
     from loopline.serving.model import load_model

@@ -1,7 +1,9 @@
 """The model server's HTTP layer: the Open Inference Protocol v2 (``/v2/...``), ``POST /v1/predict`` for
 image files, ``/metrics`` and ``POST /admin/reload``, as thin handlers over the core.
 
-``create_app(settings, loader)`` builds the app; the model is loaded (or taken from ``initial``) when the
+``create_app(settings, loader)`` builds the app; ``HotRoutes`` (``hot.py``) dispatches the two prediction
+routes straight to their handlers, FastAPI the rest (and any prediction request it does not fully
+understand). The model is loaded (or taken from ``initial``) when the
 app starts, and ``/v2/health/ready`` answers 200 only once it is. Every response names the serving model
 in ``X-Model-Version: NAME/VERSION``; every error is ``{"error": "..."}`` with a 4xx status naming what was
 wrong (5xx only when the server, not the input, is at fault: not ready yet, queue full).
@@ -10,7 +12,7 @@ wrong (5xx only when the server, not the input, is at fault: not ready yet, queu
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
@@ -18,9 +20,11 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import Request as StarletteRequest
 
 from loopline import __version__
 from loopline.serving import protocol
+from loopline.serving.hot import HotRoutes, error_response
 from loopline.serving.live import ModelHost, ModelLoader, Serving
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.observe import VERSION_HEADER, ObserveRequests, read_body
@@ -42,19 +46,26 @@ def create_app(settings: ServingSettings, loader: ModelLoader, initial: LoadedMo
         yield
         await host.stop()
 
-    app = FastAPI(title="loopline model server", version=__version__, lifespan=lifespan)
-    app.state.host, app.state.metrics = host, metrics
-    app.add_middleware(ObserveRequests, host=host, metrics=metrics)
-    _add_error_handlers(app)
-    _add_v2_routes(app, host, settings)
-
-    @app.post("/v1/predict")
-    async def predict(request: Request, k: int | None = Query(None, ge=1, le=1000)) -> Response:
+    async def predict(request: StarletteRequest, k: int | None) -> Response:
         images = await read_images(request, settings)
         answer = await predict_images(
             lambda: _served(host, settings, None, None), images, k or settings.top_k, settings
         )
         return _json(answer.body, answer.serving)
+
+    async def infer(request: StarletteRequest, name: str, version: str | None) -> Response:
+        return await _infer(request, host, settings, name, version)
+
+    app = FastAPI(title="loopline model server", version=__version__, lifespan=lifespan)
+    app.state.host, app.state.metrics = host, metrics
+    app.add_middleware(HotRoutes, predict=predict, infer=infer)
+    app.add_middleware(ObserveRequests, host=host, metrics=metrics)  # added last: runs first
+    _add_error_handlers(app)
+    _add_v2_routes(app, host, settings, infer)
+
+    @app.post("/v1/predict")
+    async def predict_route(request: Request, k: int | None = Query(None, ge=1, le=1000)) -> Response:
+        return await predict(request, k)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -79,7 +90,9 @@ def create_app(settings: ServingSettings, loader: ModelLoader, initial: LoadedMo
     return app
 
 
-def _add_v2_routes(app: FastAPI, host: ModelHost, settings: ServingSettings) -> None:
+def _add_v2_routes(
+    app: FastAPI, host: ModelHost, settings: ServingSettings, infer: Callable[..., Awaitable[Response]]
+) -> None:
     @app.get("/v2")
     async def server_metadata() -> Response:
         return JSONResponse({"name": "loopline", "version": __version__, "extensions": []})
@@ -108,29 +121,35 @@ def _add_v2_routes(app: FastAPI, host: ModelHost, settings: ServingSettings) -> 
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-        if content_type != "application/json":
-            raise HTTPException(
-                415, f"Content-Type {content_type!r} is not accepted; send the request as application/json."
-            )
-        body = await read_body(request, settings.max_body_bytes)
-        with _as_400():
-            parsed = protocol.parse_request(body)
-            outputs = protocol.requested_outputs(parsed)
-        serving = _served(host, settings, name, version)  # no await between this and submitting
-        with _as_400():
-            batch = protocol.input_tensor(parsed, serving.model.input_size)
-        logits = await submit(serving, batch)
-        from loopline.serving.model import softmax
+    async def infer_route(request: Request, name: str, version: str | None = None) -> Response:
+        return await infer(request, name, version)
 
-        response = protocol.InferenceResponse(
-            model_name=serving.model.name,
-            model_version=serving.model.version,
-            id=parsed.id,
-            outputs=protocol.response_outputs(logits, softmax(logits), outputs),
+
+async def _infer(
+    request: StarletteRequest, host: ModelHost, settings: ServingSettings, name: str, version: str | None
+) -> Response:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type != "application/json":
+        raise HTTPException(
+            415, f"Content-Type {content_type!r} is not accepted; send the request as application/json."
         )
-        return _json(response, serving)
+    body = await read_body(request, settings.max_body_bytes)
+    with _as_400():
+        parsed = protocol.parse_request(body)
+        outputs = protocol.requested_outputs(parsed)
+    serving = _served(host, settings, name, version)  # no await between this and submitting
+    with _as_400():
+        batch = protocol.input_tensor(parsed, serving.model.input_size)
+    logits = await submit(serving, batch)
+    from loopline.serving.model import softmax
+
+    response = protocol.InferenceResponse(
+        model_name=serving.model.name,
+        model_version=serving.model.version,
+        id=parsed.id,
+        outputs=protocol.response_outputs(logits, softmax(logits), outputs),
+    )
+    return _json(response, serving)
 
 
 def _served(host: ModelHost, settings: ServingSettings, name: str | None, version: str | None) -> Serving:
@@ -197,7 +216,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             )
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path!r}."
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+        return error_response(HTTPException(exc.status_code, message, exc.headers))
 
     async def invalid_parameters(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -4,7 +4,8 @@ Requests (each an ``n x ...`` array) wait in a bounded queue. A worker takes the
 else arrives within ``max_wait_ms``, until the batch holds ``max_batch_size`` items; it runs the model on
 the concatenation in a worker thread (the event loop keeps accepting requests) and hands each request
 its own rows back. Under load batches fill without waiting; alone, a request waits at most
-``max_wait_ms``. Only requests of one item shape share a batch; a request of more than
+``max_wait_ms`` (0: never; nothing is awaited then). The model runs in the batcher's own thread, one batch at
+a time. Only requests of one item shape share a batch; a request of more than
 ``max_batch_size`` items runs alone, whole. A full queue refuses at once (``QueueFull``: the HTTP
 layer answers 503 + Retry-After).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +66,7 @@ class MicroBatcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Request | object] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
 
     @property
@@ -77,6 +80,7 @@ class MicroBatcher:
             raise BatcherStopped("This MicroBatcher was already started; make a new one per model.")
         # one slot more than max_queue, so that ``stop`` can always queue its marker
         self._queue = asyncio.Queue(maxsize=self.max_queue + 1)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._worker = asyncio.create_task(self._run(), name="micro-batcher")
         self._accepting = True
 
@@ -88,6 +92,8 @@ class MicroBatcher:
             self._accepting = False
             self._queue.put_nowait(_STOP)  # the spare slot: never full
         await asyncio.shield(self._worker)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     async def submit(self, inputs: np.ndarray) -> np.ndarray:
         """The model's outputs for ``inputs`` (``n x ...`` → ``n x ...``), batched with other requests.
@@ -128,13 +134,16 @@ class MicroBatcher:
         deadline = loop.time() + self.max_wait_ms / 1000
         batch, size = [first], len(first.inputs)
         while size < self.max_batch_size:
-            try:
-                if self._queue.empty():
-                    nxt = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
-                else:
-                    nxt = self._queue.get_nowait()
-            except TimeoutError:
-                break
+            if not self._queue.empty():
+                nxt = self._queue.get_nowait()
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
             if nxt is _STOP or not isinstance(nxt, _Request):
                 return batch, nxt
             too_many = size + len(nxt.inputs) > self.max_batch_size
@@ -156,7 +165,7 @@ class MicroBatcher:
                 logger.exception("the on_batch callback failed")
         try:
             inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([r.inputs for r in batch])
-            outputs = await asyncio.to_thread(self.predict, inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self.predict, inputs)
             if len(outputs) != total:
                 raise RuntimeError(f"predict returned {len(outputs)} rows for a batch of {total} inputs.")
         except Exception as exc:

@@ -29,6 +29,17 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         InvalidImage: ``data`` is empty, longer than ``max_bytes``, declares more than ``max_pixels``
             pixels, or is not a readable image.
     """
+    check_image(data, max_bytes, max_pixels)
+    return decode_checked(data)
+
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int) -> int:
+    """The number of pixels ``data``'s header declares, once its size in bytes and in pixels is within the
+    limits (no pixel is decoded).
+
+    Raises:
+        InvalidImage: as ``decode_image``, for all but corrupt pixel data.
+    """
     if not data:
         raise InvalidImage(
             "The request holds no image (empty body). To fix this, send the image file's bytes."
@@ -47,6 +58,15 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise _not_an_image(exc) from exc
     if width * height > max_pixels:
         raise _too_many_pixels((width, height), max_pixels)
+    return width * height
+
+
+def decode_checked(data: bytes) -> Image.Image:
+    """``decode_image`` after ``check_image`` passed: the upright RGB image.
+
+    Raises:
+        InvalidImage: the pixel data is truncated or corrupt.
+    """
     try:
         return decode_rgb(data)
     except Exception as exc:  # truncated or corrupt pixel data shows only while decoding

@@ -32,7 +32,9 @@ class ServingSettings(BaseSettings):
     )
     max_queue: int = Field(default=256, ge=1, description="Queued inputs beyond this get 503.")
     top_k: int = Field(default=3, ge=1, description="Default k of /v1/predict's top-k probabilities.")
-    threads: int | None = Field(default=None, ge=1, description="ONNX Runtime intra-op threads.")
+    threads: int | None = Field(
+        default=None, ge=1, description="ONNX Runtime intra-op threads (default: every CPU but one)."
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of POST /admin/reload; unset: reload over HTTP is disabled."
     )
