@@ -25,10 +25,11 @@ from tasks.register import RegisteredModelRef, mlflow_client
 class DeployParameters(BaseModel):
     """Where and how approved models are served (rendered as a form in the Prefect UI)."""
 
-    target: Literal["local", "docker"] | None = Field(
+    target: Literal["local", "docker", "kubernetes"] | None = Field(
         default=None,
         description="Deploy target: 'local' runs the model servers as local processes, 'docker' as "
-        "containers of the serving image; empty: LOOPLINE_DEPLOY_TARGET (default local).",
+        "containers of the serving image, 'kubernetes' as Deployments (LOOPLINE_K8S_*); empty: "
+        "LOOPLINE_DEPLOY_TARGET (default local).",
     )
     promote_directly: bool = Field(
         default=True,

@@ -340,7 +340,7 @@ def _deploy_target(model: str, target: str | None) -> DeployTarget:
     return make_target(target or settings.deploy_target, settings, client, tracking, model, cases)
 
 
-TARGET_HELP = "Deploy target: local or docker (default: LOOPLINE_DEPLOY_TARGET, else local)."
+TARGET_HELP = "Deploy target: local, docker or kubernetes (default: LOOPLINE_DEPLOY_TARGET, else local)."
 
 
 @app.command("deployments")

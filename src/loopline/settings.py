@@ -42,6 +42,15 @@ class Settings(BaseSettings):
         default="loopline-serve:latest",
         description="The serving image the docker target runs (`loopline images build serve`).",
     )
+    k8s_namespace: str = Field(default="default", description="Namespace of the kubernetes target's servers.")
+    k8s_name: str = Field(
+        default="loopline", description="Base name of the kubernetes target's objects (NAME-champion, ...)."
+    )
+    k8s_secret: str = Field(
+        default="loopline-serving",
+        description="Secret the model server pods read LOOPLINE_MLFLOW_TRACKING_URI and credentials from.",
+    )
+    k8s_rollout_timeout: float = Field(default=300.0, gt=0, description="Seconds a rollout may take.")
     smoke_max_latency_ms: float = Field(
         default=250.0, gt=0, description="A deployment's smoke test fails above this median latency (ms)."
     )

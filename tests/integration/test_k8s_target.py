@@ -194,3 +194,39 @@ def test_deploy_rerun_refuse_roll_back_and_undeploy(
         (v1, "champion", "stopped"),
         (v3, "challenger", "refused"),
     ]
+
+
+def test_the_kubernetes_target_is_chosen_by_name_from_the_kubeconfig_and_settings(
+    tracking_uri: str, stub: FakeKubernetesApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from loopline.deploy.k8s_apply import KubernetesApplyFailed
+    from loopline.deploy.targets import make_target
+
+    client = mlflow.MlflowClient(tracking_uri)
+    version = register_run(client, "chosen", logged_onnx_run(tmp_path / "run"), {}, "# chosen").version
+    settings = Settings(
+        home=tmp_path, k8s_namespace="ml", k8s_name="by-name", serve_image="registry.local/serve:1"
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(KubernetesApplyFailed, match=r"No Kubernetes cluster is configured.*KUBECONFIG"):
+        make_target("kubernetes", settings, client, tracking_uri, "chosen", lambda v: None)  # type: ignore[arg-type,return-value]
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stub", "cluster": {"server": stub.url}}],
+        "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "tester"}}],
+        "current-context": "stub",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    target = make_target("kubernetes", settings, client, tracking_uri, "chosen", lambda v: None)  # type: ignore[arg-type,return-value]
+    record = target.deploy(version, who="ada")
+    assert (record.target, record.state, record.version) == ("kubernetes", "serving", version)
+    deployment = stub.objects[("deployments", "ml", "by-name-champion")]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.local/serve:1"
+    assert [r.state for r in target.status()] == ["serving"]

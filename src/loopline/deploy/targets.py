@@ -1,4 +1,10 @@
-"""Choose a deploy target by name: ``local``, ``docker`` or ``kubernetes`` (``LOOPLINE_DEPLOY_TARGET``)."""
+"""Choose a deploy target by name: ``local``, ``docker`` or ``kubernetes`` (``LOOPLINE_DEPLOY_TARGET``).
+
+The kubernetes target talks to the cluster of the pod it runs in, else of the kubeconfig (``KUBECONFIG``,
+``~/.kube/config``); its objects are ``LOOPLINE_K8S_NAME-<role>`` in ``LOOPLINE_K8S_NAMESPACE`` running
+``LOOPLINE_SERVE_IMAGE`` with the Secret ``LOOPLINE_K8S_SECRET``. Inside the cluster the smoke test runs
+against the role's Service after each rollout; outside it the readiness probes gate the rollout.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from loopline.deploy.base import DeployTarget
 from loopline.deploy.smoke import SmokeCases
 from loopline.settings import Settings
 
-TargetName = Literal["local", "docker"]
+TargetName = Literal["local", "docker", "kubernetes"]
 
 
 def check_target(name: str) -> TargetName:
@@ -34,8 +40,11 @@ def make_target(
 
     Raises:
         ValueError: an unknown name.
-        DockerEngineUnavailable: ``docker`` with no engine answering."""
+        DockerEngineUnavailable: ``docker`` with no engine answering.
+        KubernetesApplyFailed: ``kubernetes`` with no cluster configured."""
     chosen = check_target(name)
+    if chosen == "kubernetes":
+        return _kubernetes_target(settings, client, tracking_uri, model, cases)
     if chosen == "docker":
         from loopline.deploy.docker import DockerTarget
 
@@ -43,3 +52,42 @@ def make_target(
     from loopline.deploy.local import LocalTarget
 
     return LocalTarget(settings, client, tracking_uri, model, cases)
+
+
+def _kubernetes_target(
+    settings: Settings, client: Any, tracking_uri: str, model: str, cases: Callable[[str], SmokeCases]
+) -> DeployTarget:
+    import os
+
+    from kubernetes import client as k8s
+    from kubernetes import config
+
+    from loopline.deploy.k8s_apply import KubernetesApplyFailed
+    from loopline.deploy.k8s_target import KubernetesTarget
+    from loopline.deploy.kubernetes import ServingManifestParams
+
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    try:
+        if in_cluster:
+            config.load_incluster_config()
+        else:
+            # read KUBECONFIG now (the client reads it once, at import)
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+    except (config.ConfigException, OSError) as exc:
+        raise KubernetesApplyFailed(
+            f"No Kubernetes cluster is configured ({exc}). To fix this, point KUBECONFIG at a kubeconfig "
+            "(or run inside the cluster), or choose another deploy target (LOOPLINE_DEPLOY_TARGET=local)."
+        ) from exc
+    params = ServingManifestParams(
+        name=settings.k8s_name,
+        namespace=settings.k8s_namespace,
+        image=settings.serve_image,
+        model_name=model,
+        secret_name=settings.k8s_secret,
+    )
+    target = KubernetesTarget(
+        settings, client, tracking_uri, model, cases, k8s.ApiClient(), params, settings.k8s_rollout_timeout
+    )
+    if in_cluster:  # the Services are reachable: smoke-test each rollout through them
+        target.smoke_url = target.url
+    return target
