@@ -2,6 +2,7 @@
 # Idempotent set-up of a fresh clone: nothing needs to be installed by hand.
 #   .venv              the project (requirements/requirements.lock + loopline itself, editable)
 #   .venv-labelstudio  the Label Studio server (its pins conflict with Prefect's, so it lives apart)
+#   .venv-kserve       kserve's SDK, for checking rendered InferenceServices (its protobuf pin conflicts)
 # Each venv is built once per lock hash in a cache outside the clone ($LOOPLINE_VENV_CACHE, default
 # ~/.cache/loopline/venvs) and copied into the clone with hard links; a fresh machine builds it from scratch.
 set -euo pipefail
@@ -76,4 +77,6 @@ migrated_database "$labelstudio"
 materialize "$labelstudio" .venv-labelstudio
 [[ -f .venv-labelstudio/migrated-db.sqlite3 ]] || cp "$labelstudio/migrated-db.sqlite3" .venv-labelstudio/
 
-echo "setup: ready (.venv, .venv-labelstudio)" >&2
+materialize "$(build_cached kserve requirements/kserve.lock)" .venv-kserve
+
+echo "setup: ready (.venv, .venv-labelstudio, .venv-kserve)" >&2

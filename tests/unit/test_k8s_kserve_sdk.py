@@ -2,10 +2,8 @@
 the manifest and dumped back, nothing may be dropped (the generated models drop unknown fields silently).
 
 kserve cannot be installed beside the lock (kserve 0.20/0.21 need protobuf<7, the lock pins 7.36.2; 0.15
-needs httpx<0.28), so the check runs in an interpreter of its own, named by ``LOOPLINE_KSERVE_PYTHON``:
-
-    python3.11 -m venv /tmp/kserve-venv && /tmp/kserve-venv/bin/pip install kserve==0.21.0
-    LOOPLINE_KSERVE_PYTHON=/tmp/kserve-venv/bin/python pytest tests/unit/test_k8s_kserve_sdk.py
+needs httpx<0.28), so the check runs in ``.venv-kserve`` (``scripts/setup.sh`` builds it from
+``requirements/kserve.lock``), or the interpreter ``LOOPLINE_KSERVE_PYTHON`` names.
 """
 
 from __future__ import annotations
@@ -20,13 +18,8 @@ import pytest
 
 from loopline.deploy.kubernetes import ServingManifestParams, render_manifests
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(
-        not os.environ.get("LOOPLINE_KSERVE_PYTHON"),
-        reason="LOOPLINE_KSERVE_PYTHON (a Python with kserve installed) is not set: see the module docstring",
-    ),
-]
+pytestmark = pytest.mark.unit
+KSERVE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-kserve" / "bin" / "python"
 
 # Runs under the kserve interpreter: kserve's models for kserve types, the kubernetes client's for the core
 # types they embed (V1ObjectMeta, V1Container...); prints every field the round trip lost or changed.
@@ -84,7 +77,8 @@ print(json.dumps(lost(doc, dump(model))))
 def _lost(doc: dict[str, Any], tmp_path: Path) -> list[str]:
     path = tmp_path / "isvc.json"
     path.write_text(json.dumps(doc))
-    python = os.environ["LOOPLINE_KSERVE_PYTHON"]
+    python = os.environ.get("LOOPLINE_KSERVE_PYTHON") or str(KSERVE_PYTHON)
+    assert Path(python).is_file(), f"{python} is missing: run scripts/setup.sh (it builds .venv-kserve)"
     done = subprocess.run([python, "-c", ROUND_TRIP, str(path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     found: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
