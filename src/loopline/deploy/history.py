@@ -54,9 +54,10 @@ def read_history(client: Any, name: str) -> list[DeploymentRecord]:
     return parse_history(client.get_registered_model(name).tags.get(HISTORY_TAG))
 
 
-def save_record(client: Any, record: DeploymentRecord) -> None:
-    """Store ``record`` as tags on its version and append it to the model's history."""
+def save_record(client: Any, record: DeploymentRecord) -> DeploymentRecord:
+    """Store ``record`` as tags on its version and append it to the model's history; return it."""
     for key, value in record.tags().items():
         client.set_model_version_tag(record.model, record.version, key, value)
     history = appended(read_history(client, record.model), record)
     client.set_registered_model_tag(record.model, HISTORY_TAG, dump_history(history))
+    return record

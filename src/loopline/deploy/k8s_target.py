@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loopline.deploy import history
+from loopline.deploy.aliases import align_aliases, restore_alias, rollback_versions
 from loopline.deploy.base import ROLES, DeploymentRecord, DeploymentRefused, DeployState, Role
 from loopline.deploy.k8s_apply import (
     apply_object,
@@ -43,7 +44,6 @@ from loopline.deploy.k8s_apply import (
 from loopline.deploy.kubernetes import ManifestInvalid, ServingManifestParams, render_manifests, validate
 from loopline.deploy.smoke import SmokeCases, smoke_test
 from loopline.errors import LooplineError
-from loopline.registry.registry import CHAMPION, move_alias, resolve_alias
 from loopline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,9 @@ class KubernetesTarget:
         if live is not None and live.version == version and live.rolled_out:  # a rerun
             if last is not None and last.version == version:
                 return last
-            return self._save(self._record(version, role, self._ref(role), "serving", who, why))
+            return history.save_record(
+                self.client, self._record(version, role, self._ref(role), "serving", who, why)
+            )
         before = (last.version if last else live.version) if live is not None else None
         docs = self.manifests(role, version)
         try:
@@ -145,13 +147,17 @@ class KubernetesTarget:
             if problem is not None:
                 problem += self._restore(role, version, before)
         if problem is not None:
-            self._restore_alias(role, before, who, f"v{version} was refused: {problem}")
-            return self._save(self._record(version, role, "", "refused", who, problem))
-        self._align_aliases(version, role, who, why)
+            restore_alias(self.client, self.model, role, before, who, f"v{version} was refused: {problem}")
+            return history.save_record(self.client, self._record(version, role, "", "refused", who, problem))
+        champion = self.live("champion")
+        champion_serves = champion.version if champion is not None else None
+        align_aliases(self.client, self.model, version, role, champion_serves, who, why)
         if last is not None and last.version != version:
             replaced = self._record(last.version, role, "", "replaced", who, f"v{version}")
-            self._save(replaced)
-        return self._save(self._record(version, role, self._ref(role), "serving", who, why))
+            history.save_record(self.client, replaced)
+        return history.save_record(
+            self.client, self._record(version, role, self._ref(role), "serving", who, why)
+        )
 
     def _apply(self, docs: list[dict[str, Any]]) -> None:
         """Create or patch every object (validated already), then wait for the Deployment's rollout."""
@@ -194,28 +200,6 @@ class KubernetesTarget:
             return f" Restoring v{before} failed too ({type(exc).__name__}: {exc})."
         return ""
 
-    def _align_aliases(self, version: str, role: Role, who: str, why: str) -> None:
-        """The role's alias names what it serves. A challenger the register stage already made champion
-        gives the champion alias back to the version the champion Deployment serves."""
-        if role != CHAMPION:
-            champion = resolve_alias(self.client, self.model, CHAMPION)
-            live = self.live("champion")
-            served = live.version if live is not None else None
-            if champion is not None and str(champion.version) == version and served and served != version:
-                move_alias(self.client, self.model, CHAMPION, served, who, f"v{version} serves as {role}")
-        current = resolve_alias(self.client, self.model, role)
-        if current is None or str(current.version) != version:
-            move_alias(self.client, self.model, role, version, who, why)
-
-    def _restore_alias(self, role: Role, served: str | None, who: str, why: str) -> None:
-        current = resolve_alias(self.client, self.model, role)
-        if served is not None and current is not None and str(current.version) != served:
-            move_alias(self.client, self.model, role, served, who, why)
-
-    def _save(self, record: DeploymentRecord) -> DeploymentRecord:
-        history.save_record(self.client, record)
-        return record
-
     def status(self) -> list[DeploymentRecord]:
         past = history.read_history(self.client, self.model)
         found = []
@@ -234,15 +218,7 @@ class KubernetesTarget:
         return found
 
     def rollback(self, to: str | None = None, who: str = "loopline") -> DeploymentRecord:
-        past = history.read_history(self.client, self.model)
-        last = history.serving(past, "champion")
-        current = last.version if last else None
-        target = to or history.previous_version(past, current)
-        if target is None:
-            raise DeploymentRefused(
-                f"{self.model} has no earlier champion deployment to roll back to (now: v{current}). To fix "
-                "this, name the version: `loopline rollback --to VERSION`."
-            )
+        target, current = rollback_versions(self.client, self.model, to)
         record = self.deploy(target, "champion", who, f"rollback from v{current}")
         if record.state != "serving":
             name, namespace = self._names("champion")
@@ -261,4 +237,4 @@ class KubernetesTarget:
         if not deleted or last is None:
             return None
         reason = f"undeployed ({', '.join(deleted)})"
-        return self._save(self._record(last.version, role, "", "stopped", who, reason))
+        return history.save_record(self.client, self._record(last.version, role, "", "stopped", who, reason))

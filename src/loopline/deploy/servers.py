@@ -24,10 +24,11 @@ from typing import Any, Protocol
 import httpx
 
 from loopline.deploy import history
+from loopline.deploy.aliases import align_aliases, restore_alias, rollback_versions
 from loopline.deploy.base import ROLES, DeploymentRecord, DeploymentRefused, DeployState, Role
 from loopline.deploy.smoke import SmokeCases, smoke_test
 from loopline.errors import LooplineError
-from loopline.registry.registry import CHAMPION, move_alias, resolve_alias
+from loopline.registry.registry import CHAMPION
 from loopline.services.credentials import read_or_create_secret
 from loopline.settings import Settings
 
@@ -116,17 +117,24 @@ class ServerTarget:
             last = history.serving(past, role)
             if last is not None and last.version == version:
                 return last
-            return self._save(self._record(version, role, ref or "", "serving", who, why))
+            return history.save_record(
+                self.client, self._record(version, role, ref or "", "serving", who, why)
+            )
         problem = self._try_candidate(version, role)
         if problem is None:
             problem = self._switch(ref, version, role, who, why)
         if problem is not None:
-            self._restore_alias(role, old, who, f"v{version} was refused: {problem}")
-            return self._save(self._record(version, role, "", "refused", who, problem))
+            restore_alias(self.client, self.model, role, old, who, f"v{version} was refused: {problem}")
+            return history.save_record(self.client, self._record(version, role, "", "refused", who, problem))
         last = history.serving(past, role)
         if last is not None and last.version != version:
-            self._save(replace(self._record(last.version, role, "", "replaced", who), reason=f"v{version}"))
-        return self._save(self._record(version, role, self.servers.running(role) or "", "serving", who, why))
+            history.save_record(
+                self.client,
+                replace(self._record(last.version, role, "", "replaced", who), reason=f"v{version}"),
+            )
+        return history.save_record(
+            self.client, self._record(version, role, self.servers.running(role) or "", "serving", who, why)
+        )
 
     def _try_candidate(self, version: str, role: Role) -> str | None:
         """Start ``version`` on a spare port and smoke-test it; None when it passed, else why not."""
@@ -141,8 +149,9 @@ class ServerTarget:
 
     def _switch(self, ref: str | None, version: str, role: Role, who: str, why: str) -> str | None:
         """Point the role's alias at ``version`` and make the role's server serve it; None when it does."""
-        self._align_aliases(version, role, who, why)
-        url = self.servers.url(role)
+        url, champion = self.servers.url(role), self.servers.url("champion")
+        champion_serves = served_version(champion, self.model) if self.servers.running("champion") else None
+        align_aliases(self.client, self.model, version, role, champion_serves, who, why)
         try:
             if ref is None:
                 self.servers.start(role)
@@ -158,28 +167,6 @@ class ServerTarget:
             return f"{type(exc).__name__}: {exc}"
         now = served_version(url, self.model)
         return None if now == version else f"the {role} server serves v{now} after the switch, not v{version}"
-
-    def _align_aliases(self, version: str, role: Role, who: str, why: str) -> None:
-        """The role's alias names what it serves. A challenger the register stage already made champion
-        gives the champion alias back to the version the champion server serves."""
-        current = resolve_alias(self.client, self.model, role)
-        if role != CHAMPION:
-            champion = resolve_alias(self.client, self.model, CHAMPION)
-            running = self.servers.running("champion") is not None
-            served = served_version(self.servers.url("champion"), self.model) if running else None
-            if champion is not None and str(champion.version) == version and served and served != version:
-                move_alias(self.client, self.model, CHAMPION, served, who, f"v{version} serves as {role}")
-        if current is None or str(current.version) != version:
-            move_alias(self.client, self.model, role, version, who, why)
-
-    def _restore_alias(self, role: Role, served: str | None, who: str, why: str) -> None:
-        current = resolve_alias(self.client, self.model, role)
-        if served is not None and current is not None and str(current.version) != served:
-            move_alias(self.client, self.model, role, served, who, why)
-
-    def _save(self, record: DeploymentRecord) -> DeploymentRecord:
-        history.save_record(self.client, record)
-        return record
 
     def status(self) -> list[DeploymentRecord]:
         past = history.read_history(self.client, self.model)
@@ -198,15 +185,7 @@ class ServerTarget:
         return found
 
     def rollback(self, to: str | None = None, who: str = "loopline") -> DeploymentRecord:
-        past = history.read_history(self.client, self.model)
-        last = history.serving(past, "champion")
-        current = last.version if last else None
-        target = to or history.previous_version(past, current)
-        if target is None:
-            raise DeploymentRefused(
-                f"{self.model} has no earlier champion deployment to roll back to (now: v{current}). To fix "
-                "this, name the version: `loopline rollback --to VERSION`."
-            )
+        target, current = rollback_versions(self.client, self.model, to)
         record = self.deploy(target, "champion", who, f"rollback from v{current}")
         if record.state != "serving":
             raise DeploymentRefused(
@@ -219,4 +198,6 @@ class ServerTarget:
         last = history.serving(history.read_history(self.client, self.model), role)
         if not self.servers.stop(role) or last is None:
             return None
-        return self._save(self._record(last.version, role, "", "stopped", who, "undeployed"))
+        return history.save_record(
+            self.client, self._record(last.version, role, "", "stopped", who, "undeployed")
+        )
