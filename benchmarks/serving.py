@@ -17,7 +17,10 @@ preprocessed FP32 tensor to MLflow's ``/invocations`` and to loopline's v2 infer
    socket error counts as a failure (target 0).
 Plus each server's time from process start to ready.
 
-Run: .venv/bin/python benchmarks/serving.py [--duration 10] [--quick] [--repeats 1]
+Both servers run as many worker processes as the machine has cores (``--workers``): ``mlflow models serve
+--workers N`` and ``LOOPLINE_SERVING_WORKERS=N``.
+
+Run: .venv/bin/python benchmarks/serving.py [--duration 10] [--quick] [--repeats 1] [--workers N]
 Needs ``wrk`` (apt-get install wrk). Ratios are loopline / MLflow; numbers from a shared 2-core machine
 are noisy: use ``--repeats`` for medians.
 """
@@ -338,6 +341,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s runs, concurrency 1 and 32 only.")
     parser.add_argument("--repeats", type=int, default=1, help="Load runs per cell; medians are printed.")
     parser.add_argument("--reloads", type=int, default=10, help="Hot reloads under load (default 10).")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="Worker processes of each server (cores)."
+    )
     args = parser.parse_args()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if shutil.which("wrk") is None:
@@ -348,6 +354,7 @@ def main() -> None:
     from loopline.services.standalone import running_service
 
     wall = time.perf_counter()
+    print(f"load average before the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     closed: dict[tuple[str, int], Load] = {}
     fixed: dict[str, Load] = {}
     with (
@@ -392,7 +399,7 @@ def main() -> None:
             "--env-manager",
             "local",
             "--workers",
-            "2",
+            str(args.workers),
             "-h",
             "127.0.0.1",
             "-p",
@@ -418,6 +425,7 @@ def main() -> None:
             "LOOPLINE_HOME": str(tmp / "home"),
             "LOOPLINE_MLFLOW_TRACKING_URI": spec.url,
             "LOOPLINE_SERVING_ADMIN_TOKEN": token,
+            "LOOPLINE_SERVING_WORKERS": str(args.workers),
             "LOOPLINE_PROJECT_ROOT": str(ROOT),
         }
         loopline_cmd = [
@@ -458,6 +466,7 @@ def main() -> None:
         rate,
         duration,
         args.repeats,
+        args.workers,
         baseline,
         (v1, v2),
         (mlflow_ready, ready),
@@ -476,6 +485,7 @@ def report(
     rate: float,
     duration: float,
     repeats: int,
+    workers: int,
     baseline: Target,
     ours: tuple[Target, Target],
     ready: tuple[float, float],
@@ -488,7 +498,8 @@ def report(
     print()
     print(
         f"Serving benchmark: small CNN ONNX, 32x32, same image; wrk -t1 -d{duration:.0f}s, "
-        f"median of {repeats} (shared 2-core machine: noisy)"
+        f"median of {repeats}; {workers} worker process(es) per server; load average at the end "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (shared 2-core machine: noisy)"
     )
     header = f"{'server':<22}{'load':<14}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'fail':>6}"
     header += f"{'x req/s':>9}{'x p99':>8}"

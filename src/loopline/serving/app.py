@@ -35,8 +35,15 @@ if TYPE_CHECKING:
     from loopline.serving.model import LoadedModel
 
 
-def create_app(settings: ServingSettings, loader: ModelLoader, initial: LoadedModel | None = None) -> FastAPI:
-    """The server of the model ``loader`` loads (``initial``: already loaded, serve it at once)."""
+def create_app(
+    settings: ServingSettings,
+    loader: ModelLoader,
+    initial: LoadedModel | None = None,
+    on_reloaded: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The server of the model ``loader`` loads (``initial``: already loaded, serve it at once).
+    ``on_reloaded`` is called after ``POST /admin/reload`` loaded a new version (several workers: the
+    runner has the others follow)."""
     metrics = ServingMetrics()
     host = ModelHost(settings, loader, metrics)
 
@@ -85,6 +92,8 @@ def create_app(settings: ServingSettings, loader: ModelLoader, initial: LoadedMo
                 f"{result.error}"
             )
             return JSONResponse(body, status_code=409)
+        if result.outcome == "loaded" and on_reloaded is not None:
+            on_reloaded()
         return JSONResponse(body)
 
     return app

@@ -146,14 +146,16 @@ class ModelHost:
     async def _poll(self, load_first: bool) -> None:
         period = self.settings.poll_seconds
         while load_first and self.current is None:  # the first version: retry until it loads
-            await self._try_reload()
+            await self.try_reload()
             if self.current is None:
                 await asyncio.sleep(period or 5.0)
         while period > 0:
             await asyncio.sleep(period)
-            await self._try_reload()
+            await self.try_reload()
 
-    async def _try_reload(self) -> None:
+    async def try_reload(self) -> None:
+        """``reload``, logging instead of raising when the selector cannot be resolved (the poller, and the
+        signal a sibling worker's reload sends)."""
         try:
             await self.reload()
         except Exception as exc:  # the registry is down or the alias gone: keep serving, retry later

@@ -1,8 +1,13 @@
 """The model server's Prometheus metrics, in a registry of their own per app (two apps in one process,
-as in tests, never share or clash). Every series is labelled with the model version that served it."""
+as in tests, never share or clash). Every series is labelled with the model version that served it.
+
+Under several workers (``runner.py``) prometheus-client runs in multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` set before the workers start): each process writes its values to files there,
+and ``render`` adds up the files of all of them."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -56,4 +61,10 @@ class ServingMetrics:
         self.latency.labels(route, version).observe(seconds)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several workers: the sum over all of them
+            from prometheus_client import multiprocess
+
+            every_worker = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every_worker)
+            return generate_latest(every_worker)
         return generate_latest(self.registry)

@@ -35,6 +35,12 @@ class ServingSettings(BaseSettings):
     threads: int | None = Field(
         default=None, ge=1, description="ONNX Runtime intra-op threads (default: every CPU but one)."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Server processes sharing the port (each with its own copy of the model); the cores of "
+        "a small host: Python's event loop, not the model, bounds one process's throughput.",
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of POST /admin/reload; unset: reload over HTTP is disabled."
     )
