@@ -9,9 +9,9 @@ preprocessed FP32 tensor to MLflow's ``/invocations`` and to loopline's v2 infer
 
 1. Saturation, closed loop: ``wrk -t1 -cN -dDs --latency`` at N = 1, 8, 32 (Lua script
    ``benchmarks/wrk/post.lua`` for the POST body), for MLflow, loopline /v1/predict and loopline v2.
-2. Fixed rate, open loop: half of MLflow's best requests/s, sent for D seconds by one asyncio + httpx client
-   (the same for every server); latency counts from each request's *scheduled* send time, so a server
-   that falls behind cannot hide its queueing (no coordinated omission).
+2. Fixed rate, open loop: half of MLflow's best requests/s, sent for D seconds by one lean asyncio HTTP/1.1
+   client (``open_loop``, the same for every server); latency counts from each request's *scheduled* send
+   time, so a server that falls behind cannot hide its queueing (no coordinated omission).
 3. Hot reload under load: wrk runs against /v1/predict while the alias moves to versions 2..11 (registered
    beforehand from the same run) and ``POST /admin/reload`` follows each move; every non-200 response and
    socket error counts as a failure (target 0).
@@ -225,38 +225,74 @@ def wrk(target: Target, connections: int, duration: float) -> Load:
 
 
 async def open_loop(target: Target, rate: float, duration: float) -> Load:
-    """Send at ``rate`` requests/s for ``duration`` s, whatever the answers; latency from scheduled time."""
-    body, headers = target.body.read_bytes(), {"Content-Type": target.content_type}
+    """Send at ``rate`` requests/s for ``duration`` s, whatever the answers; latency from scheduled time.
+
+    A lean HTTP/1.1 client (asyncio streams, the request's bytes built once, keep-alive connections reused,
+    a new one opened whenever all are busy), so the client's own time stays small next to the servers'.
+    Against one loopline server at 80 requests/s, httpx's client measured p50 4.1-4.3 ms, this one
+    2.6 ms (the rest is mostly the event loop's timer waking up to 1 ms late)."""
+    url = httpx.URL(target.url)
+    host, port = url.host, url.port or 80
+    body = target.body.read_bytes()
+    request = (
+        f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: {target.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     latencies: list[float] = []
     failures = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
 
-        async def one(scheduled: float) -> None:
-            nonlocal failures
-            try:
-                answer = await client.post(target.url, content=body, headers=headers)
-                failures += answer.status_code != 200
-            except httpx.HTTPError:
-                failures += 1
-            latencies.append(time.perf_counter() - scheduled)
+    async def one(scheduled: float) -> None:
+        nonlocal failures
+        connection = idle.pop() if idle else await asyncio.open_connection(host, port)
+        reader, writer = connection
+        try:
+            writer.write(request)
+            status, keep_alive = await asyncio.wait_for(read_response(reader), timeout=10)
+            failures += status != 200
+            if keep_alive:
+                idle.append(connection)
+            else:
+                writer.close()
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+            failures += 1
+            writer.close()
+        latencies.append(time.perf_counter() - scheduled)
 
-        for _ in range(20):  # warm the connection pool
-            await one(time.perf_counter())
-        latencies.clear()
-        tasks = []
-        total = int(rate * duration)
-        start = time.perf_counter() + 0.05
-        for i in range(total):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    for _ in range(20):  # warm up, on one connection
+        await one(time.perf_counter())
+    latencies.clear()
+    tasks = []
+    total = int(rate * duration)
+    start = time.perf_counter() + 0.05
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for _, writer in idle:
+        writer.close()
     ms = np.asarray(latencies) * 1000
     return Load(total / elapsed, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), failures, total)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """One HTTP/1.1 response read to its end (Content-Length or chunked): its status and whether the
+    connection stays open."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    headers = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+    fields = {name.strip().lower(): value.strip().lower() for name, value in headers.items()}
+    if "content-length" in fields:
+        await reader.readexactly(int(fields["content-length"]))
+    elif fields.get("transfer-encoding") == "chunked":
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    return status, fields.get("connection") != "close"
 
 
 def median_load(runs: list[Load]) -> Load:
