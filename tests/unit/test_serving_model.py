@@ -210,6 +210,7 @@ def test_onnx_runtime_leaves_a_core_to_the_event_loop_and_does_not_spin(
 
     monkeypatch.setattr(module.os, "cpu_count", lambda: cpus)
     assert module.default_threads() == threads
+    assert module.default_threads(workers=2) == max(1, (cpus or 1) // 2 - 1)  # 8 CPUs: 3 per worker
     options = module.load_model(version_folder(tmp_path), "digits", "4").session.get_session_options()
     assert options.intra_op_num_threads == threads
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

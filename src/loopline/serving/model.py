@@ -247,10 +247,10 @@ def execution_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def default_threads() -> int:
-    """ONNX Runtime's intra-op threads when none are set: every CPU but one, which the HTTP event loop
-    (request parsing, decoding, answers) keeps for itself; at least one."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def default_threads(workers: int = 1) -> int:
+    """ONNX Runtime's intra-op threads when none are set: each of ``workers`` server processes gets its
+    share of the CPUs but one, which its HTTP event loop (parsing, decoding, answers) keeps; at least one."""
+    return max(1, (os.cpu_count() or 1) // workers - 1)
 
 
 def _open_session(onnx: Path, threads: int | None) -> Any:
