@@ -31,10 +31,12 @@ SERVE_PACKAGES = (
     "onnxruntime", "numpy", "pillow", "fastapi", "uvicorn", "prometheus-client", "python-multipart",
     "httpx", "pydantic", "pydantic-settings", "mlflow-skinny", "typer",  # typer: the `loopline` command
 )  # fmt: skip
-# What the wheels are for: the images' interpreter, whatever the host runs.
+# What the wheels are for: the images' interpreter, whatever the host runs. pip does not widen a
+# --platform tag to older glibc versions, so every manylinux tag up to the base image's glibc (Debian
+# bookworm, as python:3.11-slim: 2.36) is named.
+_PLATFORMS = ["manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 37))]
 _TARGET = ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-           "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-           "--platform", "manylinux2014_x86_64"]  # fmt: skip
+           *(arg for platform in _PLATFORMS for arg in ("--platform", platform))]  # fmt: skip
 
 
 class DockerEngineUnavailable(LooplineError):
