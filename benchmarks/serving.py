@@ -244,20 +244,31 @@ async def open_loop(target: Target, rate: float, duration: float) -> Load:
 
     async def one(scheduled: float) -> None:
         nonlocal failures
-        connection = idle.pop() if idle else await asyncio.open_connection(host, port)
-        reader, writer = connection
+        failures += not await send(reuse=True)
+        latencies.append(time.perf_counter() - scheduled)
+
+    async def send(reuse: bool) -> bool:
+        """One request on an idle connection (or a new one); True when answered 200. A kept-alive
+        connection the server closed meanwhile (its idle timeout) is retried once on a new connection, as
+        HTTP clients do; any other error, a timeout or a non-200 answer is a failure."""
+        while reuse and idle and idle[-1][0].at_eof():
+            idle.pop()[1].close()
+        reused = reuse and bool(idle)
+        reader, writer = idle.pop() if reused else await asyncio.open_connection(host, port)
         try:
             writer.write(request)
             status, keep_alive = await asyncio.wait_for(read_response(reader), timeout=10)
-            failures += status != 200
-            if keep_alive:
-                idle.append(connection)
-            else:
-                writer.close()
-        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
-            failures += 1
+        except asyncio.IncompleteReadError as exc:
             writer.close()
-        latencies.append(time.perf_counter() - scheduled)
+            return reused and not exc.partial and await send(reuse=False)
+        except (OSError, TimeoutError, ValueError):
+            writer.close()
+            return False
+        if keep_alive:
+            idle.append((reader, writer))
+        else:
+            writer.close()
+        return status == 200
 
     for _ in range(20):  # warm up, on one connection
         await one(time.perf_counter())
