@@ -18,9 +18,9 @@ a confidence sequence — an interval that covers the truth at all times at once
   ``latency <= q`` is Bernoulli(0.99) with known variance, so the same boundary bounds the empirical CDF
   there and the interval is ``[x_(ceil n(p - r)), x_(floor n(p + r) + 1)]``. No distribution assumed (the
   tail of a latency distribution is what a mean-based or bootstrap test gets wrong); each arm at alpha/2,
-  so the comparison holds jointly. Catching a slow challenger (its lower bound above the champion's upper
-  bound times the tolerance) is quick; clearing one needs ~1,500 requests per arm, because an upper bound
-  on a p99 exists only once ``r < 0.01``.
+  so the comparison holds jointly. Both a breach (the challenger's lower bound above what the champion's
+  upper bound allows) and a clearance need ~1,500 requests per arm, because an upper bound on a p99
+  exists only once ``r < 0.01``; a challenger that times out shows sooner as errors (fallbacks).
 - **Sample ratio mismatch**: chi-square goodness of fit of the per-arm counts against the expected share
   (``scipy.stats.chisquare``), at p < 0.001 as is standard (Fabijan et al., KDD 2019).
 
