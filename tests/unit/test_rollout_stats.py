@@ -366,3 +366,21 @@ def test_impossible_summaries_and_shares_are_refused() -> None:
         ArmSummary(feedback=-1)
     with pytest.raises(ValueError, match=r"expected_share 10 must be the challenger's share in \[0, 1\]"):
         evaluate(arm(), arm(), CONFIG, expected_share=10)
+
+
+def test_the_event_stores_summaries_are_judged_as_they_are() -> None:
+    from loopline.rollout import store
+
+    def stored(variant: Variant, errors: int) -> store.ArmSummary:
+        return store.ArmSummary(
+            variant=variant,
+            requests=8000,
+            errors=errors,
+            latencies_ms=np.full(8000, 10.0),
+            feedback=5000,
+            correct=4500,
+            users=4000,
+        )
+
+    result = evaluate(stored("champion", 8), stored("challenger", 400), CONFIG, expected_share=0.5)
+    assert result.verdict == "roll_back" and result.error_rate.state == "breached"

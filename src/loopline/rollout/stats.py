@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -172,13 +172,27 @@ class ArmSummary:
         if problems:
             raise ValueError("ArmSummary: " + "; ".join(problems))
 
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.feedback if self.feedback else math.nan
+
+class ArmCounts(Protocol):
+    """What the statistics read of an arm: an ``ArmSummary``, or any row of the same shape (the event
+    store's per-arm summary)."""
 
     @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else math.nan
+    def requests(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def latencies_ms(self) -> NDArray[np.float64]: ...
+    @property
+    def feedback(self) -> int: ...
+    @property
+    def correct(self) -> int: ...
+    @property
+    def users(self) -> int | None: ...
+
+
+def _rate(hits: int, n: int) -> float:
+    return hits / n if n else math.nan
 
 
 def is_error(row: RoutedRequest) -> bool:
@@ -344,7 +358,7 @@ class AbEvaluation:
 # -- the parts ------------------------------------------------------------------------------------------
 
 
-def compare_accuracy(champion: ArmSummary, challenger: ArmSummary, config: AbConfig) -> AccuracyResult:
+def compare_accuracy(champion: ArmCounts, challenger: ArmCounts, config: AbConfig) -> AccuracyResult:
     """Challenger - champion accuracy against the non-inferiority margin."""
     args = (champion.correct, champion.feedback, challenger.correct, challenger.feedback)
     difference = proportion_difference(*args, config.alpha, config.tune_feedback)
@@ -360,7 +374,13 @@ def compare_accuracy(champion: ArmSummary, challenger: ArmSummary, config: AbCon
     else:
         comparison = "undecided"
     p_value = difference_p_value(*args, config.alpha, config.tune_feedback)
-    return AccuracyResult(champion.accuracy, challenger.accuracy, difference, p_value, comparison)
+    return AccuracyResult(
+        _rate(champion.correct, champion.feedback),
+        _rate(challenger.correct, challenger.feedback),
+        difference,
+        p_value,
+        comparison,
+    )
 
 
 def _state(enough: bool, breached: bool, cleared: bool) -> GuardrailState:
@@ -369,7 +389,7 @@ def _state(enough: bool, breached: bool, cleared: bool) -> GuardrailState:
     return "breached" if breached else "cleared" if cleared else "undecided"
 
 
-def check_error_rate(champion: ArmSummary, challenger: ArmSummary, config: AbConfig) -> GuardrailResult:
+def check_error_rate(champion: ArmCounts, challenger: ArmCounts, config: AbConfig) -> GuardrailResult:
     """Breached when the challenger's error rate is, with confidence, above the champion's + tolerance."""
     difference = proportion_difference(
         champion.errors,
@@ -383,10 +403,17 @@ def check_error_rate(champion: ArmSummary, challenger: ArmSummary, config: AbCon
     tolerance = config.error_tolerance
     state = _state(enough, difference.lower > tolerance, difference.upper <= tolerance)
     limit = Interval(tolerance, tolerance, tolerance)
-    return GuardrailResult("error rate", champion.error_rate, challenger.error_rate, difference, limit, state)
+    return GuardrailResult(
+        "error rate",
+        _rate(champion.errors, champion.requests),
+        _rate(challenger.errors, challenger.requests),
+        difference,
+        limit,
+        state,
+    )
 
 
-def check_latency(champion: ArmSummary, challenger: ArmSummary, config: AbConfig) -> GuardrailResult:
+def check_latency(champion: ArmCounts, challenger: ArmCounts, config: AbConfig) -> GuardrailResult:
     """Breached when the challenger's latency quantile is, with confidence, above what the champion's
     allows (``max(ratio * q, q + slack)``); each arm's interval at alpha/2, so both hold together."""
     q, alpha, tune = config.latency_quantile, config.alpha / 2, config.tune_requests / 2
@@ -403,7 +430,7 @@ def check_latency(champion: ArmSummary, challenger: ArmSummary, config: AbConfig
 
 
 def check_split(
-    champion: ArmSummary, challenger: ArmSummary, expected_share: float, config: AbConfig
+    champion: ArmCounts, challenger: ArmCounts, expected_share: float, config: AbConfig
 ) -> SrmResult:
     """Chi-square goodness of fit of the per-arm counts (users when both arms know them, else requests)
     against ``expected_share`` for the challenger."""
@@ -425,7 +452,7 @@ def check_split(
 
 
 def _accuracy_sentence(
-    acc: AccuracyResult, champion: ArmSummary, challenger: ArmSummary, config: AbConfig
+    acc: AccuracyResult, champion: ArmCounts, challenger: ArmCounts, config: AbConfig
 ) -> str:
     said = {
         "worse": f"worse by more than the {config.margin:.1%} margin",
@@ -471,8 +498,8 @@ def _numbers(
     err: GuardrailResult,
     lat: GuardrailResult,
     srm: SrmResult,
-    champion: ArmSummary,
-    challenger: ArmSummary,
+    champion: ArmCounts,
+    challenger: ArmCounts,
 ) -> dict[str, float]:
     return {
         "champion_requests": champion.requests,
@@ -504,8 +531,8 @@ def _numbers(
 
 
 def evaluate(
-    champion: ArmSummary,
-    challenger: ArmSummary,
+    champion: ArmCounts,
+    challenger: ArmCounts,
     config: AbConfig,
     *,
     expected_share: float,
