@@ -4,12 +4,13 @@ created with IPPROTO_TCP (a protocol-0 socket, as ``uvicorn --workers`` binds, l
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 
 import pytest
 
 from loopline.errors import ServiceError
-from loopline.serving.runner import listening_socket
+from loopline.serving.runner import freeze_startup_heap, listening_socket
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +52,15 @@ def test_a_busy_port_is_a_named_error() -> None:
     with pytest.raises(ServiceError, match=f"cannot listen on 127.0.0.1:{port}.*another one"):
         listening_socket("127.0.0.1", port)
     taken.close()
+
+
+def test_the_startup_heap_is_frozen_out_of_full_collections() -> None:
+    gc.unfreeze()
+    kept = [[n] for n in range(1000)]  # alive before serving starts, like the model and the libraries
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() >= len(kept)
+        scanned = {id(tracked) for tracked in gc.get_objects()}  # what a collection still looks at
+        assert not any(id(x) in scanned for x in kept)
+    finally:
+        gc.unfreeze()

@@ -21,6 +21,7 @@ two workers answered 1.2-1.7x the requests/s of one at concurrency 32. What hold
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -105,7 +106,15 @@ def _serve(
         loop.call_soon_threadsafe(lambda: loop.create_task(host.try_reload()))
 
     signal.signal(signal.SIGUSR1, reload_on_signal)
+    freeze_startup_heap()
     server.run(sockets=sockets)
+
+
+def freeze_startup_heap() -> None:
+    """Move what is alive now (the imported libraries, the model) out of the garbage collector's sight:
+    a full collection scanned ~170,000 such objects in 30-90 ms, a pause any request then waited out."""
+    gc.collect()
+    gc.freeze()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
