@@ -257,6 +257,24 @@ def test_concurrent_saves_of_an_experiment_conflict_and_a_restarted_store_reads_
     restarted.close()
 
 
+def test_replicas_starting_together_on_a_fresh_database_all_open_it(url: str) -> None:
+    barrier, errors = threading.Barrier(4), []
+
+    def start_replica() -> None:
+        barrier.wait()
+        try:
+            EventStore(url).close()
+        except Exception as error:  # the race lost: "table requests already exists", a duplicate pg_type
+            errors.append(error)
+
+    replicas = [threading.Thread(target=start_replica) for _ in range(4)]
+    for replica in replicas:
+        replica.start()
+    for replica in replicas:
+        replica.join(30)
+    assert errors == []
+
+
 # --- the writer ----------------------------------------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ from loopline.rollout.store_tables import (
 )
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+SCHEMA_LOCK_KEY = 0x1007_11E5  # PostgreSQL advisory lock held while the tables are created
 
 
 class EventStoreError(LooplineError):
@@ -107,6 +108,11 @@ class EventStore:
         )
         self.url = self.engine.url.render_as_string(hide_password=True)
         with self._connection() as connection:
+            # processes starting together: one creates the tables while the others wait
+            if self.engine.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            else:  # pysqlite opens no transaction for DDL: take the write lock first
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
             metadata.create_all(connection)
 
     def close(self) -> None:
