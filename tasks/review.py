@@ -31,6 +31,11 @@ class ModelReview(Review):
     """A reviewer's decision on a model: approve (it becomes the champion) or reject (aliases untouched)."""
 
 
+class RolloutReview(Review):
+    """A reviewer's decision at the end of an A/B test: approve (the challenger takes all traffic and
+    becomes champion) or reject (it is rolled back)."""
+
+
 def ask_for_review(
     key: str,
     report_markdown: str,

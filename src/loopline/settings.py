@@ -42,6 +42,14 @@ class Settings(BaseSettings):
         default="loopline-serve:latest",
         description="The serving image the docker target runs (`loopline images build serve`).",
     )
+    router_port: int = Field(
+        default=8100, ge=1, le=65535, description="Port of the local A/B router (in front of both servers)."
+    )
+    event_store_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the A/B event store (postgresql+psycopg://user:password@host/db on a "
+        "cluster); a secret. Default: SQLite in LOOPLINE_HOME/events.db.",
+    )
     k8s_namespace: str = Field(default="default", description="Namespace of the kubernetes target's servers.")
     k8s_name: str = Field(
         default="loopline", description="Base name of the kubernetes target's objects (NAME-champion, ...)."
@@ -106,6 +114,12 @@ class Settings(BaseSettings):
     @property
     def resolved_label_studio_url(self) -> str:
         return self.label_studio_url or f"http://{self.host}:{self.label_studio_port}"
+
+    @property
+    def resolved_event_store_url(self) -> str:
+        if self.event_store_url is not None:
+            return self.event_store_url.get_secret_value()
+        return f"sqlite:///{self.resolved_home / 'events.db'}"
 
     @property
     def resolved_data_root(self) -> str:

@@ -1,0 +1,67 @@
+"""The A/B stage's local services: the event store (one engine per URL and process) and the router as a
+managed process beside the model servers (``loopline route``: PID file and log under ``LOOPLINE_HOME``,
+port ``LOOPLINE_ROUTER_PORT``), following the latest experiment of its model in the event store."""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+
+import httpx
+
+from loopline.rollout.store import EventStore
+from loopline.services import process
+from loopline.services.process import ProcessSpec
+from loopline.settings import Settings
+
+ROUTER = "router"
+
+
+@cache
+def _store(url: str) -> EventStore:
+    return EventStore(url)
+
+
+def open_store(settings: Settings) -> EventStore:
+    """The event store of ``settings`` (``LOOPLINE_EVENT_STORE_URL``, default SQLite in LOOPLINE_HOME)."""
+    if settings.event_store_url is None:
+        settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    return _store(settings.resolved_event_store_url)
+
+
+def router_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.router_port}"
+
+
+def _healthy(url: str) -> bool:
+    return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+
+
+def router_spec(settings: Settings, model: str) -> ProcessSpec:
+    """``loopline route --model MODEL`` as a managed process."""
+    url = router_url(settings)
+    loopline = str(Path(sys.executable).parent / "loopline")
+    where = ["--host", settings.host, "--port", str(settings.router_port)]
+    return ProcessSpec(
+        name=ROUTER,
+        command=[loopline, "route", "--model", model, *where],
+        state_dir=settings.resolved_home,
+        url=url,
+        health=lambda: _healthy(url),
+        env={"LOOPLINE_HOME": str(settings.resolved_home)},
+        port=settings.router_port,
+        host=settings.host,
+        start_timeout=60,
+    )
+
+
+def ensure_router(settings: Settings, model: str) -> str:
+    """Start the router unless it runs; its URL."""
+    spec = router_spec(settings, model)
+    process.start(spec)
+    return spec.url
+
+
+def stop_router(settings: Settings) -> bool:
+    return process.stop(ProcessSpec(ROUTER, ["loopline"], settings.resolved_home, "", lambda: False))
