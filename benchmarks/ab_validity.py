@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_confint, proportion_effectsize, proportions_ztest
 
-from loopline.rollout.stats import AbConfig, difference_radius, quantile_interval
+from loopline.rollout.sequential import difference_radius, quantile_interval
+from loopline.rollout.stats import AbConfig
 
 RATE, FEEDBACK_SHARE = 20.0, 0.6  # the demo client's defaults
 CONFIG = AbConfig()

@@ -13,19 +13,21 @@ from scipy import stats as sps
 from statsmodels.stats.proportion import proportions_ztest
 
 from loopline.rollout.events import Feedback, RoutedRequest, Variant
-from loopline.rollout.stats import (
-    AbConfig,
-    ArmSummary,
-    check_latency,
-    check_split,
+from loopline.rollout.sequential import (
     difference_p_value,
     difference_radius,
-    evaluate,
     mixture_boundary,
     mixture_log_martingale,
     mixture_rho,
     proportion_difference,
     quantile_interval,
+)
+from loopline.rollout.stats import (
+    AbConfig,
+    ArmSummary,
+    check_latency,
+    check_split,
+    evaluate,
     summarize,
 )
 
