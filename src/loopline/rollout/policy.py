@@ -6,7 +6,9 @@ verdict decides whether it may go on:
 
 - ``roll_back`` (a guardrail breached, worse beyond the margin, a broken split): weight 0 at once,
   whatever the step or the time;
-- ``step_up`` (no harm seen so far) moves to the next step once the step's minimums are met — but never
+- ``step_up`` (by default: accuracy shown not worse than the margin, guardrails not breached; with the
+  statistics' ``step_up_on="no_harm"``: no harm seen so far) moves to the next step once the step's
+  minimums are met — but never
   to 100 %: the last step needs ``promote`` (the evidence says the challenger is not worse than the
   margin) and then a person's approval (``ask_approval``);
 - ``promote`` at an earlier step counts as ``step_up``: the ramp is walked step by step regardless;
