@@ -43,6 +43,11 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def postgres_server() -> Iterator[str]:
     with running_postgres("loopline") as url:
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:  # a throw-away server: no fsync (its stop took seconds)
+            connection.execute(sa.text("ALTER SYSTEM SET fsync = off"))
+            connection.execute(sa.text("SELECT pg_reload_conf()"))
+        admin.dispose()
         yield url
 
 
@@ -232,6 +237,28 @@ def test_arm_summaries_match_a_hand_count(store: EventStore) -> None:
     assert (everything.requests, everything.feedback, everything.correct, everything.users) == (5, 4, 3, 4)
     empty = store.arm_summaries("no-such-experiment")["challenger"]
     assert (empty.requests, empty.users, empty.latencies_ms.size) == (0, 0, 0)
+
+
+def test_arm_summaries_read_one_snapshot_while_requests_are_written(store: EventStore) -> None:
+    stop = threading.Event()
+
+    def route() -> None:
+        for batch in range(10_000):
+            if stop.is_set():
+                return
+            store.insert_requests(
+                [routed(f"b{batch}-{i}", ("champion", "challenger")[i % 2], user=f"u{i}") for i in range(20)]
+            )
+
+    router = threading.Thread(target=route)
+    router.start()
+    try:
+        for _ in range(30):
+            for arm in store.arm_summaries("exp").values():
+                assert arm.latencies_ms.size == arm.requests  # counts and latencies from the same rows
+    finally:
+        stop.set()
+        router.join(10)
 
 
 def test_concurrent_saves_of_an_experiment_conflict_and_a_restarted_store_reads_it_back(url: str) -> None:

@@ -119,12 +119,18 @@ class EventStore:
         self.engine.dispose()
 
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
+    def _connection(self, *, snapshot: bool = False) -> Iterator[Connection]:
         """A connection in a transaction, committed at the end; an unreachable or locked database is
-        ``EventStoreUnavailable``."""
+        ``EventStoreUnavailable``. With ``snapshot``, every statement reads the same rows (PostgreSQL's
+        default isolation, and pysqlite outside a transaction, give each statement its own)."""
         try:
-            with self.engine.begin() as connection:
-                yield connection
+            with self.engine.connect() as connection:
+                if snapshot and self.engine.dialect.name == "postgresql":
+                    connection = connection.execution_options(isolation_level="REPEATABLE READ")
+                with connection.begin():
+                    if snapshot and self.engine.dialect.name == "sqlite":
+                        connection.exec_driver_sql("BEGIN")
+                    yield connection
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
             raise EventStoreUnavailable(
                 f"The event store at {self.url} cannot be reached or is locked: {error.orig or error}. "
@@ -184,7 +190,7 @@ class EventStore:
             .select_from(requests_table.join(feedback_table, f.request_id == r.request_id))
             .where(*where, usable)
         )
-        with self._connection() as connection:
+        with self._connection(snapshot=True) as connection:
             by_arm = {v: (n, int(e), u) for v, n, e, u in connection.execute(counts.group_by(r.variant))}
             judged = {v: (n, int(c)) for v, n, c in connection.execute(outcomes.group_by(r.variant))}
             latency = {
