@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from loopline.rollout.events import Decision, ExperimentState, Feedback, RoutedRequest
+from loopline.rollout.stats import summarize
 from loopline.rollout.store import (
     EventStore,
     ExperimentConflict,
@@ -237,6 +238,44 @@ def test_arm_summaries_match_a_hand_count(store: EventStore) -> None:
     assert (everything.requests, everything.feedback, everything.correct, everything.users) == (5, 4, 3, 4)
     empty = store.arm_summaries("no-such-experiment")["challenger"]
     assert (empty.requests, empty.users, empty.latencies_ms.size) == (0, 0, 0)
+
+
+def test_arm_summaries_agree_with_the_statistics_own_summary_of_the_rows(store: EventStore) -> None:
+    rng = np.random.default_rng(7)
+    labels = ["cat", "dog", None]
+    requests = [
+        routed(
+            f"r{i}",
+            ("champion", "challenger")[int(rng.integers(2))],
+            user=f"u{rng.integers(40)}",
+            latency_ms=float(rng.gamma(2.0, 10.0)),
+            status=int(rng.choice([200, 200, 200, 500, 504])),
+            label=labels[int(rng.integers(3))],
+            fallback=bool(rng.random() < 0.1),
+        )
+        for i in range(400)
+    ]
+    feedback = [
+        Feedback(f"r{rng.integers(420)}", true_label="cat")  # some name no request: ignored by both
+        if rng.random() < 0.5
+        else Feedback(f"r{rng.integers(420)}", correct=bool(rng.random() < 0.7))
+        for _ in range(300)
+    ]
+    store.insert_requests(requests)
+    store.insert_feedback(feedback)
+    first_per_request = list({row.request_id: row for row in reversed(feedback)}.values())  # first wins
+
+    expected = summarize(requests, first_per_request)
+    for arm, totals in store.arm_summaries("exp").items():
+        reference = expected[arm]
+        assert (totals.requests, totals.errors, totals.feedback, totals.correct, totals.users) == (
+            reference.requests,
+            reference.errors,
+            reference.feedback,
+            reference.correct,
+            reference.users,
+        )
+        assert np.allclose(np.sort(totals.latencies_ms), np.sort(reference.latencies_ms))
 
 
 def test_arm_summaries_read_one_snapshot_while_requests_are_written(store: EventStore) -> None:

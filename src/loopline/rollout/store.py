@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from numpy.typing import NDArray
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -73,15 +74,16 @@ class StoredExperiment:
 
 
 @dataclass(frozen=True)
-class ArmSummary:
-    """What the statistics need about one arm. Requests count in the arm the user was assigned to
-    (intention to treat): a challenger request the champion answered after a failure is the
+class ArmTotals:
+    """What the statistics need about one arm: an ``ArmCounts`` of ``stats.py`` (not imported here: the
+    router writes through this module and needs no SciPy). Requests count in the arm the user was
+    assigned to (intention to treat): a challenger request the champion answered after a failure is the
     challenger's, an error, and its latency (what the user waited) is the challenger's too."""
 
     variant: Variant
     requests: int
     errors: int  # status >= 500, or the champion answered after the challenger failed (fallback)
-    latencies_ms: np.ndarray  # every request's latency, float64, in no particular order
+    latencies_ms: NDArray[np.float64]  # every request's latency, float64, in no particular order
     feedback: int  # requests of this arm with a usable outcome (a flag or a true label)
     correct: int  # the flag when given, else true label == predicted label
     users: int  # distinct user hashes (the sample-ratio check)
@@ -171,7 +173,7 @@ class EventStore:
             insert = self._insert(feedback_table).returning(feedback_table.c.request_id)
             return connection.execute(insert, _feedback_values(row)).first() is not None
 
-    def arm_summaries(self, experiment: str, since: datetime | None = None) -> dict[Variant, ArmSummary]:
+    def arm_summaries(self, experiment: str, since: datetime | None = None) -> dict[Variant, ArmTotals]:
         """Per-arm counts of an experiment's requests made at or after ``since`` (all when None), with
         the feedback on those requests. Both arms are always present."""
         r, f = requests_table.c, feedback_table.c
@@ -203,7 +205,7 @@ class EventStore:
         for variant in VARIANTS:
             requests, errors, users = by_arm.get(variant, (0, 0, 0))
             feedback, correct = judged.get(variant, (0, 0))
-            summaries[variant] = ArmSummary(
+            summaries[variant] = ArmTotals(
                 variant=variant,
                 requests=requests,
                 errors=errors,
