@@ -110,3 +110,12 @@ def test_the_expected_share_weights_each_weight_by_how_long_it_held() -> None:
     ]
     assert expected_share(decisions, T0 + timedelta(minutes=20)) == pytest.approx(0.3)
     assert expected_share([], T0) == 0.0
+
+
+def test_the_router_follows_the_models_latest_experiment(store: EventStore) -> None:
+    assert store.latest_experiment("digits") is None
+    first = start_experiment(store, "digits", ("1", "http://a"), ("2", "http://b"), RAMP)
+    start_experiment(store, "other", ("1", "http://c"), ("5", "http://d"), RAMP)
+    assert store.latest_experiment("digits") == first
+    second = start_experiment(store, "digits", ("2", "http://a"), ("3", "http://b"), RAMP)
+    assert store.latest_experiment("digits") == second and second.started_at > first.started_at

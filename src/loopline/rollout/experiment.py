@@ -10,7 +10,7 @@ from datetime import datetime
 from loopline.rollout import stats
 from loopline.rollout.events import Decision, ExperimentState, ExperimentStatus, Variant, Verdict, utc_now
 from loopline.rollout.policy import Action, RampPolicy, decide
-from loopline.rollout.store import ArmSummary, EventStore
+from loopline.rollout.store import ArmTotals, EventStore
 
 SETTLED: frozenset[ExperimentStatus] = frozenset({"promoted", "rolled_back", "halted", "stopped"})
 
@@ -74,17 +74,6 @@ def expected_share(decisions: list[Decision], now: datetime) -> float:
     return weighted / total if total > 0 else decisions[-1].weight_after
 
 
-def as_stats(summary: ArmSummary) -> stats.ArmSummary:
-    return stats.ArmSummary(
-        requests=summary.requests,
-        errors=summary.errors,
-        latencies_ms=summary.latencies_ms,
-        feedback=summary.feedback,
-        correct=summary.correct,
-        users=summary.users,
-    )
-
-
 @dataclass(frozen=True)
 class Evaluated:
     """One evaluation: what the statistics said, what the policy did, the state after it."""
@@ -92,7 +81,7 @@ class Evaluated:
     evaluation: stats.AbEvaluation
     action: Action
     state: ExperimentState
-    arms: dict[Variant, ArmSummary]
+    arms: dict[Variant, ArmTotals]
 
 
 def evaluate_experiment(
@@ -118,8 +107,8 @@ def evaluate_experiment(
     on_step = store.arm_summaries(name, since=since)["challenger"].requests
     final = state.step + 1 >= len(ramp.steps) - 1
     evaluation = stats.evaluate(
-        as_stats(arms["champion"]),
-        as_stats(arms["challenger"]),
+        arms["champion"],
+        arms["challenger"],
         config,
         expected_share=expected_share(decisions, when),
         final_step=final,

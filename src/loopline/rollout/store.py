@@ -229,6 +229,18 @@ class EventStore:
         version = values.pop("version")
         return StoredExperiment(state=ExperimentState(**values), version=version)
 
+    def latest_experiment(self, model: str) -> ExperimentState | None:
+        """The model's most recently started experiment (what its router routes by), or None."""
+        table = experiments_table
+        query = sa.select(table).where(table.c.model == model).order_by(table.c.started_at.desc()).limit(1)
+        with self._connection() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        values = row._asdict()
+        values.pop("version")
+        return ExperimentState(**values)
+
     def save_experiment(self, state: ExperimentState, expected_version: int | None) -> int:
         """Save the experiment's state; returns its new version.
 
