@@ -3,9 +3,11 @@
 The script starts its own MLflow server, logs the small CNN (random weights, 32x32 input, 10 classes)
 exported to ONNX the way training logs it (``model/``, ``class_mapping.json``, ``splits.json``) and
 registers it as version 1 with the champion alias. Both servers load ``models:/NAME/1`` (loopline through
-the alias), run one after the other on the same machine, and get the same image: one 32x32 digit PNG
-(scikit-learn's digits, rendered like the demo's), sent as PNG bytes to ``/v1/predict`` and as the same
-preprocessed FP32 tensor to MLflow's ``/invocations`` and to loopline's v2 infer route.
+the alias), run side by side on the same machine for the whole run and take turns under load (MLflow, then
+loopline's two routes, at each concurrency: each comparison sees the same background load; the idle server
+waits), and get the same image: one 32x32 digit PNG (scikit-learn's digits, rendered like the demo's),
+sent as PNG bytes to ``/v1/predict`` and as the same preprocessed FP32 tensor to MLflow's ``/invocations``
+and to loopline's v2 infer route.
 
 1. Saturation, closed loop: ``wrk -t1 -cN -dDs --latency`` at N = 1, 8, 32 (Lua script
    ``benchmarks/wrk/post.lua`` for the POST body), for MLflow, loopline /v1/predict and loopline v2.
@@ -417,15 +419,14 @@ def main() -> None:
         # loopline's register_run does): the CLI resolves the URI without following it to the logged model.
         source = str(mlflow.MlflowClient(spec.url).get_model_version(NAME, version).source)
 
-        def saturate(target: Target) -> None:
-            for c in concurrencies:
-                closed[target.label, c] = median_load([wrk(target, c, duration) for _ in range(args.repeats)])
-                load = closed[target.label, c]
-                print(
-                    f"  {target.label:<18} c={c:<3} {load.rps:9.1f} req/s  p50 {load.p50:7.2f} ms  "
-                    f"p99 {load.p99:7.2f} ms  failures {load.failures}",
-                    flush=True,
-                )
+        def saturate(target: Target, c: int) -> None:
+            closed[target.label, c] = median_load([wrk(target, c, duration) for _ in range(args.repeats)])
+            load = closed[target.label, c]
+            print(
+                f"  {target.label:<18} c={c:<3} {load.rps:9.1f} req/s  p50 {load.p50:7.2f} ms  "
+                f"p99 {load.p99:7.2f} ms  failures {load.failures}",
+                flush=True,
+            )
 
         def at_rate(target: Target, rate: float) -> None:
             runs = [asyncio.run(open_loop(target, rate, duration)) for _ in range(args.repeats)]
@@ -436,7 +437,7 @@ def main() -> None:
                 flush=True,
             )
 
-        port = free_port()
+        mlflow_port = free_port()
         mlflow_cmd = [
             str(BIN / "mlflow"),
             "models",
@@ -450,22 +451,17 @@ def main() -> None:
             "-h",
             "127.0.0.1",
             "-p",
-            str(port),
+            str(mlflow_port),
         ]
         baseline = Target(
-            "mlflow /invocations", f"http://127.0.0.1:{port}/invocations", mlflow_json, "application/json"
+            "mlflow /invocations",
+            f"http://127.0.0.1:{mlflow_port}/invocations",
+            mlflow_json,
+            "application/json",
         )
-        with server(
-            mlflow_cmd, env, f"http://127.0.0.1:{port}/ping", tmp / "mlflow-serve.log"
-        ) as mlflow_ready:
-            print(
-                f"mlflow models serve ready in {mlflow_ready:.1f} s; predicts {check(baseline)}", flush=True
-            )
-            saturate(baseline)
-            rate = max(closed[baseline.label, c].rps for c in concurrencies) / 2
-            at_rate(baseline, rate)
-
         port = free_port()
+        while port == mlflow_port:  # both servers run at once
+            port = free_port()
         token = secrets.token_hex(16)
         loopline_env = {
             **env,
@@ -490,16 +486,24 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         v1 = Target("loopline /v1/predict", f"{base}/v1/predict", png, "image/png")
         v2 = Target("loopline v2 infer", f"{base}/v2/models/{NAME}/infer", v2_json, "application/json")
-        with server(
-            loopline_cmd, loopline_env, f"{base}/v2/health/ready", tmp / "loopline-serve.log"
-        ) as ready:
+        with (
+            server(
+                mlflow_cmd, env, f"{baseline.url.rpartition('/')[0]}/ping", tmp / "mlflow-serve.log"
+            ) as mlflow_ready,
+            server(
+                loopline_cmd, loopline_env, f"{base}/v2/health/ready", tmp / "loopline-serve.log"
+            ) as ready,
+        ):
             print(
+                f"mlflow models serve ready in {mlflow_ready:.1f} s; predicts {check(baseline)}; "
                 f"loopline serve ready in {ready:.1f} s; predicts {check(v1)} (v1), {check(v2)} (v2)",
                 flush=True,
             )
-            for target in (v1, v2):
-                saturate(target)
-            for target in (v1, v2):
+            for c in concurrencies:  # the servers take turns, so each comparison sees the same background
+                for target in (baseline, v1, v2):
+                    saturate(target, c)
+            rate = max(closed[baseline.label, c].rps for c in concurrencies) / 2
+            for target in (baseline, v1, v2):
                 at_rate(target, rate)
             reload_load, reload_times, outcomes = reload_under_load(
                 v1, f"{base}/admin/reload", token, spec.url, run_id, args.reloads, 8
