@@ -1,12 +1,15 @@
-"""The loopline pipeline: every stage of the loop, end to end (for now: collect → label → train → register
-→ deploy).
+"""The loopline pipeline: every stage of the loop, end to end: collect → label → train → register → deploy
+→ A/B test.
 
 Input: ``PipelineParameters``. Output: the references each stage produced. Run it through the deployment
 ``prefect deployment run 'loopline-pipeline/local'`` or with ``bash scripts/demo.sh`` (README command 1).
 The label stage waits for people (``loopline approve RUN_ID`` resumes it) unless ``label.auto_approve``.
 Training runs in the pipeline's process, or on another work pool when ``train_deployment`` names one.
 The register stage waits for a model review (``loopline approve RUN_ID``) unless ``register.auto_approve``.
-An approved model is deployed (``deploy``): the first as champion, later ones after their smoke test.
+An approved model is deployed (``deploy``): the first as champion; a later one after its smoke test, as
+champion directly (``deploy.promote_directly``) or as challenger beside the champion — then the A/B stage
+(``rollout``) ramps its share of live traffic and promotes it (after ``loopline approve RUN_ID``, unless
+``rollout.auto_approve``) or rolls it back.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from flows.collect import collect_flow
 from flows.deploy import deploy_stage
 from flows.label import label_stage
 from flows.register import register_stage
+from flows.rollout import rollout_stage
 from flows.train import train_stage
 from tasks.collect import CollectParameters, DatasetRef
 from tasks.deploy import DeploymentRef, DeployParameters
 from tasks.label import LabeledDatasetRef, LabelParameters
 from tasks.register import RegisteredModelRef, RegisterParameters, find_champion
+from tasks.rollout import RolloutParameters, RolloutRef
 from tasks.train import TrainedModelRef, TrainParameters, tracking_uri
 
 
@@ -41,6 +46,9 @@ class PipelineParameters(BaseModel):
     deploy: DeployParameters = Field(
         default_factory=DeployParameters, description="Where and how an approved model is served."
     )
+    rollout: RolloutParameters = Field(
+        default_factory=RolloutParameters, description="How a challenger earns its place on live traffic."
+    )
     train_deployment: str | None = Field(
         default=None,
         description="Train as a run of this deployment (e.g. 'train-model/k8s-gpu' for GPUs); "
@@ -54,17 +62,26 @@ class PipelineResult(BaseModel):
     model: TrainedModelRef
     registered: RegisteredModelRef
     deployment: DeploymentRef | None = None  # None: the model was not approved
+    rollout: RolloutRef | None = None  # None: no A/B test (the first model, or promoted directly)
 
 
 @flow(name="loopline-pipeline")
 def pipeline_flow(params: PipelineParameters) -> PipelineResult:
-    """Collect, label, train, register, deploy (then, as the stage lands: A/B test)."""
+    """Collect, label, train, register, deploy, A/B test."""
     dataset = collect_flow(params.collect)
     champion = find_champion(params.registration.model_name, tracking_uri())  # None in the first round
     labels = label_stage(dataset, params.label, champion)
     model = train_stage(labels, params.train, params.train_deployment)
     registered = register_stage(model, labels, params.registration)
     deployment = deploy_stage(registered, labels.data_root, params.deploy)
+    rollout = None
+    if deployment is not None and deployment.role == "challenger":
+        rollout = rollout_stage(registered.name, labels.data_root, params.deploy, params.rollout)
     return PipelineResult(
-        dataset=dataset, labels=labels, model=model, registered=registered, deployment=deployment
+        dataset=dataset,
+        labels=labels,
+        model=model,
+        registered=registered,
+        deployment=deployment,
+        rollout=rollout,
     )

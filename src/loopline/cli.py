@@ -269,6 +269,32 @@ def serve(
         _fail(exc)
 
 
+@app.command("route")
+def route(
+    model: str = typer.Option("loopline-classifier", "--model", help="Model whose A/B test to route."),
+    port: int = typer.Option(None, "--port", help="Default: LOOPLINE_ROUTER_PORT (8100)."),
+    host: str = typer.Option(None, "--host", help="Default: 127.0.0.1 (0.0.0.0 exposes the router)."),
+) -> None:
+    """The A/B router in front of the model's champion and challenger servers: sticky users, the weights of
+    the model's latest experiment in the event store, /v1/feedback, /metrics."""
+    from loopline.rollout.router import RouterSettings
+    from loopline.rollout.router_runner import run_router
+    from loopline.rollout.store import EventStore
+    from loopline.rollout.writer import BufferedEventWriter
+
+    settings = get_settings()
+    try:
+        store = EventStore(settings.resolved_event_store_url)
+    except LooplineError as exc:
+        _fail(exc)
+    writer = BufferedEventWriter(store)
+    where = RouterSettings(host=host or settings.host, port=port or settings.router_port)
+    try:
+        run_router(where, lambda: store.latest_experiment(model), writer, writer.feedback_is_known)
+    finally:
+        typer.echo(f"router stopped: {writer.close()}")
+
+
 k8s_app = typer.Typer(help="Kubernetes manifests of the model server (deployments/kubernetes/).")
 app.add_typer(k8s_app, name="k8s")
 images_app = typer.Typer(help="Container images: the model server (serve) and the training worker (train).")

@@ -303,11 +303,13 @@ def up(settings: Settings) -> list[ServiceStatus]:
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop the model servers deployed locally, then, in reverse order, the services ``up`` started.
+    """Stop the A/B router and the model servers deployed locally, then, in reverse order, the services
+    ``up`` started.
     Returns the names stopped."""
     from loopline.deploy.local import stop_all
+    from loopline.rollout.service import stop_router
 
-    served = stop_all(settings)
+    served = (["router"] if stop_router(settings) else []) + stop_all(settings)
     return served + [spec.name for spec in reversed(service_specs(settings)) if process.stop(spec)]
 
 
