@@ -269,6 +269,28 @@ def serve(
         _fail(exc)
 
 
+@app.command("demo-traffic")
+def demo_traffic(
+    url: str = typer.Option(None, "--url", help="The router (default: the local one, LOOPLINE_ROUTER_PORT)."),
+    rate: float = typer.Option(20.0, "--rate", help="Requests per second."),
+    seconds: float = typer.Option(600, "--seconds", help="Stop after this long."),
+    users: int = typer.Option(200, "--users", help="Distinct user ids."),
+    feedback_share: float = typer.Option(0.6, "--feedback-share", help="Share of answers given feedback."),
+    feedback_delay: float = typer.Option(2.0, "--feedback-delay", help="Seconds before feedback is sent."),
+) -> None:
+    """DEMO TRAFFIC CLIENT: users sending fresh digit images through the A/B router and the true label as
+    feedback for a share of them (stands in for an application; not for real data)."""
+    import asyncio
+
+    from loopline.rollout.demo_traffic import send_traffic
+    from loopline.rollout.service import router_url
+
+    target = url or router_url(get_settings())
+    typer.echo(f"demo traffic: {rate:g} requests/s for {seconds:g} s to {target}")
+    stats = asyncio.run(send_traffic(target, seconds, rate, users, feedback_share, feedback_delay))
+    typer.echo(f"demo traffic: {stats.summary()}")
+
+
 @app.command("route")
 def route(
     model: str = typer.Option("loopline-classifier", "--model", help="Model whose A/B test to route."),
