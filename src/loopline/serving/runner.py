@@ -5,7 +5,7 @@ One worker (the default): one process, one event loop. ``workers`` > 1 (``LOOPLI
 process binds the port and starts that many worker processes that accept on it, each with its own copy of
 the model (ONNX Runtime threads: ``default_threads(workers)``), and waits for them. On a small host the
 event loop, not the model, bounds throughput (Python runs one core's worth per process): on two shared cores
-two workers answered 1.2-1.7x the requests/s of one at concurrency 32. What holds across workers:
+two workers answered 1.1-2.0x the requests/s of one at concurrency 32. What holds across workers:
 
 - TCP_NODELAY: the shared listening socket is created with ``IPPROTO_TCP``, so asyncio sets TCP_NODELAY on
   every accepted connection and keep-alive requests never wait ~40 ms for the client's delayed ACK (the
@@ -112,7 +112,8 @@ def _serve(
 
 def freeze_startup_heap() -> None:
     """Move what is alive now (the imported libraries, the model) out of the garbage collector's sight:
-    a full collection scanned ~170,000 such objects in 30-90 ms, a pause any request then waited out."""
+    a full collection scanned ~170,000 such objects in ~90 ms (2 shared cores), a pause requests waited
+    out."""
     gc.collect()
     gc.freeze()
 
