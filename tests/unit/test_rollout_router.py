@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message
 
 from loopline.rollout.assign import assign, user_hash
 from loopline.rollout.events import ExperimentState, Feedback, RoutedRequest
@@ -567,3 +568,41 @@ def test_upstream_pool_names_the_upstream_when_it_times_out_or_is_unreachable() 
         await server.stop()
 
     asyncio.run(asyncio.wait_for(test(), timeout=30))
+
+
+def test_a_challenger_failing_again_and_again_is_skipped_for_a_while() -> None:
+    async def test(h: Harness) -> None:
+        h.challenger.status = 500
+        user = users_in("challenger", 0.5, 1)[0]
+        reasons = [(await h.predict(user)).headers["X-Fallback"] for _ in range(5)]
+        assert reasons == ["error"] * 3 + ["circuit_open"] * 2
+        assert len(h.challenger.seen) == 3  # skipped while the breaker is open
+        assert all(row.fallback and row.variant == "challenger" for row in h.sink.requests)
+        h.challenger.status = 200
+        await asyncio.sleep(0.25)
+        answer = await h.predict(user)
+        assert answer.headers["X-Variant"] == "challenger" and "x-fallback" not in answer.headers
+
+    run(test, breaker_failures=3, breaker_seconds=0.2)
+
+
+def test_a_client_gone_before_its_body_is_complete_is_neither_forwarded_nor_recorded() -> None:
+    async def test(h: Harness) -> None:
+        messages: list[Message] = [
+            {"type": "http.request", "body": b"part", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive() -> Message:
+            return messages.pop(0)
+
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": [], "query_string": b""}
+        await h.router(scope, receive, send)
+        assert sent == [] and h.sink.requests == [] and h.champion.seen == h.challenger.seen == []
+
+    run(test)

@@ -8,15 +8,27 @@ from typing import Any
 from starlette.types import Message, Receive, Send
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
 async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None once it passes ``limit`` bytes (the rest is not read)."""
+    """The whole request body, or None once it passes ``limit`` bytes (the rest is not read).
+
+    Raises:
+        ClientGone: the client went away first.
+    """
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
     body: bytes = message.get("body", b"")
     if not message.get("more_body"):
         return body if len(body) <= limit else None
     chunks, size = [body], len(body)
     while message.get("more_body"):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -14,7 +14,9 @@
   else generated) and, when the challenger failed, ``X-Fallback`` (why).
 - The challenger failing (unreachable, a malformed answer, 5xx) or not answering within
   ``challenger_timeout_s``: the champion answers, and the request is recorded as a fallback of the
-  challenger's arm. The champion failing: its 5xx as it is; unreachable 502, timeout 504, as
+  challenger's arm. After ``breaker_failures`` failures in a row the challenger is skipped for
+  ``breaker_seconds`` (its users answered by the champion at once, still recorded as fallbacks). The
+  champion failing: its 5xx as it is; unreachable 502, timeout 504, as
   ``{"error": ..., "upstream": URL}``.
 - Every routed request becomes a ``RoutedRequest`` for the ``EventSink`` after its response is sent
   (the sink must not block), with the first image's top label and probability from a /v1/predict answer
@@ -37,19 +39,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import Receive, Scope, Send
 
-from loopline.rollout.asgi import json_bytes, read_body, respond, respond_error
+from loopline.rollout.asgi import ClientGone, json_bytes, read_body, respond, respond_error
 from loopline.rollout.assign import assign, user_hash
 from loopline.rollout.events import EventSink, ExperimentState, RoutedRequest, Variant
 from loopline.rollout.feedback import KnownRequest, accept_feedback
 from loopline.rollout.router_metrics import RouterMetrics
+from loopline.rollout.router_settings import RouterSettings
 from loopline.rollout.router_state import StateFollower, StateProvider
-from loopline.rollout.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from loopline.rollout.upstream import Breaker, UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["KnownRequest", "Router", "RouterSettings", "StateProvider", "Upstream", "create_router"]
 
 
 class Upstream(Protocol):
@@ -73,28 +76,6 @@ HOP_BY_HOP = frozenset(
     | {b"content-length", b"proxy-connection", b"expect"}
 )
 RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}  # the router's server adds its own date
-
-
-class RouterSettings(BaseSettings):
-    """How the router listens and routes; the experiment itself (URLs, weight, seed) comes from the state
-    provider. Read from the environment (prefix ``LOOPLINE_ROUTER_``) when constructed."""
-
-    model_config = SettingsConfigDict(env_prefix="LOOPLINE_ROUTER_", extra="ignore")
-
-    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 exposes the router.")
-    port: int = Field(default=8080, ge=0, le=65535)
-    user_header: str = Field(default="X-User-Id", description="Header holding the sticky user key.")
-    challenger_timeout_s: float = Field(
-        default=1.0, gt=0, description="A challenger slower than this is answered by the champion."
-    )
-    champion_timeout_s: float = Field(default=30.0, gt=0, description="Beyond this the client gets 504.")
-    refresh_seconds: float = Field(
-        default=5.0, gt=0, description="Re-read the experiment state once it is older than this."
-    )
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Larger request bodies get 413.")
-    max_idle_connections: int = Field(
-        default=64, ge=0, description="Keep-alive connections kept open to each model server."
-    )
 
 
 @dataclass(frozen=True)
@@ -123,6 +104,7 @@ class Router:
         self._user_header = settings.user_header.lower().encode("latin-1")
         self._follower = StateFollower(provider, settings.refresh_seconds, self.metrics, self._close_unused)
         self._pools: dict[str, Upstream] = {}
+        self._breakers: dict[str, Breaker] = {}
 
     @property
     def state(self) -> ExperimentState | None:
@@ -134,6 +116,12 @@ class Router:
             return
         if scope["type"] != "http":
             return
+        try:
+            await self._dispatch(scope, receive, send)
+        except ClientGone:  # nothing to answer, nothing to record
+            pass
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/v1/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
             version = _pinned_version(path)
@@ -232,20 +220,36 @@ class Router:
     ) -> _Answer:
         fallback: str | None = None
         if route.arm == "challenger":
-            pool = self._pool(state.challenger_url)
-            try:
-                response = await pool.request(
-                    b"POST", target, headers, body, self.settings.challenger_timeout_s
-                )
-            except UpstreamError as exc:
-                if route.pinned:
-                    return _Answer(_failure_response(exc), "challenger", None)
-                fallback, detail = exc.failure, exc.detail
+            breaker = self._breakers.setdefault(
+                state.challenger_url, Breaker(self.settings.breaker_failures, self.settings.breaker_seconds)
+            )
+            if not route.pinned and not breaker.allows():
+                fallback = "circuit_open"
             else:
-                if response.status < 500 or route.pinned:
-                    return _Answer(response, "challenger", None)
-                fallback, detail = "error", f"status {response.status}"
-            logger.warning("challenger %s failed (%s: %s); the champion answers", pool.url, fallback, detail)
+                pool = self._pool(state.challenger_url)
+                try:
+                    response = await pool.request(
+                        b"POST", target, headers, body, self.settings.challenger_timeout_s
+                    )
+                except UpstreamError as exc:
+                    if route.pinned:
+                        return _Answer(_failure_response(exc), "challenger", None)
+                    fallback, detail = exc.failure, exc.detail
+                else:
+                    if response.status < 500 or route.pinned:
+                        breaker.succeeded()
+                        return _Answer(response, "challenger", None)
+                    fallback, detail = "error", f"status {response.status}"
+                if breaker.failed():
+                    logger.warning(
+                        "the challenger at %s failed %d times in a row (last: %s, %s): the champion "
+                        "answers its users for the next %g s",
+                        pool.url,
+                        self.settings.breaker_failures,
+                        fallback,
+                        detail,
+                        self.settings.breaker_seconds,
+                    )
         pool = self._pool(state.champion_url)
         try:
             response = await pool.request(b"POST", target, headers, body, self.settings.champion_timeout_s)
@@ -326,6 +330,7 @@ class Router:
         in_use = {state.champion_url, state.challenger_url}
         for url in [u for u in self._pools if u not in in_use]:
             asyncio.get_running_loop().create_task(self._pools.pop(url).aclose())
+            self._breakers.pop(url, None)
 
     async def aclose(self) -> None:
         """Close the pooled upstream connections."""

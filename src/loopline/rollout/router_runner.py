@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from loopline.rollout.events import EventSink, ExperimentState, Feedback, RoutedRequest
-from loopline.rollout.router import KnownRequest, RouterSettings, StateProvider, create_router
+from loopline.rollout.router import KnownRequest, StateProvider, create_router
+from loopline.rollout.router_settings import RouterSettings
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -309,3 +310,29 @@ class UpstreamPool:
         self._closed = True
         while self._idle:
             self._idle.pop().close()
+
+
+class Breaker:
+    """Stops sending to a failing upstream: after ``failures`` failures in a row it stays open for
+    ``seconds`` (``allows()`` is False), then lets requests try again, and one more failure re-opens it.
+    ``failures`` 0: never opens."""
+
+    def __init__(self, failures: int, seconds: float) -> None:
+        self._failures, self._seconds = failures, seconds
+        self._streak = 0
+        self._open_until = 0.0
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def failed(self) -> bool:
+        """Count a failure; True when this one opens the breaker."""
+        self._streak += 1
+        if not self._failures or self._streak < self._failures:
+            return False
+        self._open_until = time.monotonic() + self._seconds
+        self._streak = self._failures - 1  # after the pause, the next failure re-opens it at once
+        return True
+
+    def succeeded(self) -> None:
+        self._streak = 0
