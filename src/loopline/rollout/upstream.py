@@ -10,7 +10,8 @@ No delayed-ACK stall on this side either: every connection sets TCP_NODELAY (asy
 connections it creates; set here explicitly so the property does not hang on that), and each request
 leaves in a single write, so Nagle's algorithm never holds back a second segment waiting for an ACK.
 A kept-alive connection the server closed while it sat idle is noticed when it closes, or, if the close
-races the next request, that request is sent once more on a fresh connection.
+races the next request (the connection ends before any byte of the answer), that request is sent once
+more on a fresh connection: model inference is safe to repeat.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class UpstreamPool:
         self.url = url.rstrip("/")
         self.host, self.port = parts.hostname, parts.port or 80
         self._prefix = parts.path.rstrip("/").encode()
-        self._host_header = (parts.netloc).encode()
+        self._host_header = parts.netloc.encode()
         self._idle: list[_Connection] = []
         self._max_idle = max_idle
         self._closed = False
@@ -263,7 +264,7 @@ class UpstreamPool:
             except _Closed as exc:
                 connection.close()
                 if reused and not exc.started and attempt == 0:
-                    continue  # the server closed it while idle; it never saw this request
+                    continue  # closed while idle (no byte of an answer): send it on a fresh connection
                 raise UpstreamError(self.url, "unreachable", f"connection closed: {exc}") from None
             except ValueError as exc:
                 connection.close()
