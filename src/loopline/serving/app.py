@@ -3,8 +3,8 @@ image files, ``/metrics`` and ``POST /admin/reload``, as thin handlers over the 
 
 ``create_app(settings, loader)`` builds the app; ``HotRoutes`` (``hot.py``) dispatches the two prediction
 routes straight to their handlers, FastAPI the rest (and any prediction request it does not fully
-understand). The model is loaded (or taken from ``initial``) when the
-app starts, and ``/v2/health/ready`` answers 200 only once it is. Every response names the serving model
+understand). The model is loaded (or taken from ``initial``) when the app starts, and
+``/v2/health/ready`` answers 200 only once it is. Every response names the serving model
 in ``X-Model-Version: NAME/VERSION``; every error is ``{"error": "..."}`` with a 4xx status naming what was
 wrong (5xx only when the server, not the input, is at fault: not ready yet, queue full).
 """
@@ -12,7 +12,7 @@ wrong (5xx only when the server, not the input, is at fault: not ready yet, queu
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
@@ -20,11 +20,10 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
-from starlette.requests import Request as StarletteRequest
 
 from loopline import __version__
 from loopline.serving import protocol
-from loopline.serving.hot import HotRoutes, error_response
+from loopline.serving.hot import HotRoutes, InferHandler, error_response
 from loopline.serving.live import ModelHost, ModelLoader, Serving
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.observe import VERSION_HEADER, ObserveRequests, read_body
@@ -53,14 +52,14 @@ def create_app(
         yield
         await host.stop()
 
-    async def predict(request: StarletteRequest, k: int | None) -> Response:
+    async def predict(request: Request, k: int | None) -> Response:
         images = await read_images(request, settings)
         answer = await predict_images(
             lambda: _served(host, settings, None, None), images, k or settings.top_k, settings
         )
         return _json(answer.body, answer.serving)
 
-    async def infer(request: StarletteRequest, name: str, version: str | None) -> Response:
+    async def infer(request: Request, name: str, version: str | None) -> Response:
         return await _infer(request, host, settings, name, version)
 
     app = FastAPI(title="loopline model server", version=__version__, lifespan=lifespan)
@@ -99,9 +98,7 @@ def create_app(
     return app
 
 
-def _add_v2_routes(
-    app: FastAPI, host: ModelHost, settings: ServingSettings, infer: Callable[..., Awaitable[Response]]
-) -> None:
+def _add_v2_routes(app: FastAPI, host: ModelHost, settings: ServingSettings, infer: InferHandler) -> None:
     @app.get("/v2")
     async def server_metadata() -> Response:
         return JSONResponse({"name": "loopline", "version": __version__, "extensions": []})
@@ -135,7 +132,7 @@ def _add_v2_routes(
 
 
 async def _infer(
-    request: StarletteRequest, host: ModelHost, settings: ServingSettings, name: str, version: str | None
+    request: Request, host: ModelHost, settings: ServingSettings, name: str, version: str | None
 ) -> Response:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type != "application/json":

@@ -2,12 +2,11 @@
 
 Requests (each an ``n x ...`` array) wait in a bounded queue. A worker takes the first, then whatever
 else arrives within ``max_wait_ms``, until the batch holds ``max_batch_size`` items; it runs the model on
-the concatenation in a worker thread (the event loop keeps accepting requests) and hands each request
-its own rows back. Under load batches fill without waiting; alone, a request waits at most
-``max_wait_ms`` (0: never; nothing is awaited then). The model runs in the batcher's own thread, one batch at
-a time. Only requests of one item shape share a batch; a request of more than
-``max_batch_size`` items runs alone, whole. A full queue refuses at once (``QueueFull``: the HTTP
-layer answers 503 + Retry-After).
+the concatenation in the batcher's own thread, one batch at a time (the event loop keeps accepting
+requests), and hands each request its own rows back. Under load batches fill without waiting; alone, a
+request waits at most ``max_wait_ms`` (0: not at all). Only requests of one item shape share a batch; a
+request of more than ``max_batch_size`` items runs alone, whole. A full queue refuses at once
+(``QueueFull``: the HTTP layer answers 503 + Retry-After).
 
 A batcher serves one model's ``predict``: a hot reload starts a new batcher and ``stop``s the old one,
 which finishes everything already queued on the old model.
