@@ -28,8 +28,9 @@ ImageKind = Literal["serve", "train"]
 DEFAULT_BASE = "python:3.11-slim"
 # The serving image's top-level packages; their dependencies come along, pinned by the lock.
 SERVE_PACKAGES = (
-    "onnxruntime", "numpy", "pillow", "fastapi", "uvicorn", "prometheus-client", "python-multipart",
-    "httpx", "pydantic", "pydantic-settings", "mlflow-skinny", "typer",  # typer: the `loopline` command
+    "onnxruntime", "numpy", "pillow", "fastapi", "uvicorn", "httptools", "prometheus-client",
+    "python-multipart", "httpx", "pydantic", "pydantic-settings", "mlflow-skinny",
+    "typer",  # the `loopline` command
 )  # fmt: skip
 # What the wheels are for: the images' interpreter, whatever the host runs. pip does not widen a
 # --platform tag to older glibc versions, so every manylinux tag up to the base image's glibc (Debian
