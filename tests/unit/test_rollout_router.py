@@ -606,3 +606,34 @@ def test_a_client_gone_before_its_body_is_complete_is_neither_forwarded_nor_reco
         assert sent == [] and h.sink.requests == [] and h.champion.seen == h.challenger.seen == []
 
     run(test)
+
+
+def test_the_sink_is_closed_when_the_router_shuts_down() -> None:
+    """uvicorn re-raises SIGTERM once its shutdown is done: a buffered writer must be flushed during the
+    lifespan shutdown, not after the server returns."""
+
+    class ClosingSink(MemorySink):
+        closed = 0
+
+        def close(self) -> dict[str, int]:
+            self.closed += 1
+            return {"written": len(self.requests)}
+
+    sink = ClosingSink()
+
+    async def lifespan() -> None:
+        router = create_router(RouterSettings(), lambda: None, sink, None)
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        sent: list[str] = []
+
+        async def receive() -> dict[str, str]:
+            return next(messages)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        await router({"type": "lifespan"}, receive, send)  # type: ignore[arg-type]
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+    asyncio.run(asyncio.wait_for(lifespan(), timeout=10))
+    assert sink.closed == 1

@@ -333,11 +333,16 @@ class Router:
             self._breakers.pop(url, None)
 
     async def aclose(self) -> None:
-        """Close the pooled upstream connections."""
+        """Close the pooled upstream connections, then the sink when it can be closed (a buffered writer
+        writes what it holds: uvicorn re-raises SIGTERM after shutdown, so nothing after it would run)."""
         self._follower.stop()
         for pool in self._pools.values():
             await pool.aclose()
         self._pools.clear()
+        close = getattr(self._sink, "close", None)
+        if callable(close):
+            counters = await asyncio.to_thread(close)
+            logger.info("event sink closed: %s", counters)
 
 
 @dataclass(frozen=True)
