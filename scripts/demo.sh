@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up and run the main job on the embedded default: the local platform on 127.0.0.1 and
-# the loopline pipeline (collect → label → train → register → deploy) on the demo data, through its Prefect deployment and the local
-# worker, with the demo annotator answering in Label Studio.
+# the loopline pipeline (collect → label → train → register → deploy → A/B test) on the demo data, through
+# its Prefect deployment and the local worker, with the demo annotator answering in Label Studio and the
+# demo traffic client standing in for users in round 2's A/B test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -21,18 +22,33 @@ trap 'kill $annotator 2>/dev/null || true' EXIT
 # Round 2: new images; the champion picks what to label (active learning) and pre-annotates it; the
 # challenger trained on both rounds' labels is gated against the champion (default rules: a drop fails only
 # when McNemar's paired test finds it significant; the report notes what the small test split cannot tell),
-# then approved.
+# approved, and deployed beside the champion. The A/B stage then ramps its share of live traffic (10 → 50 →
+# 80 %; the DEMO TRAFFIC CLIENT sends fresh digit images through the router and the true label as feedback
+# for 60 % of them), judged with always-valid statistics, and promotes it (auto_approve: demo only).
+traffic=""
 for round in 1 2; do
   echo "== round $round"
+  extra=""
+  if [[ $round == 2 ]]; then
+    extra=", \"deploy\": {\"promote_directly\": false}, \"rollout\": {\"auto_approve\": true,
+      \"ramp\": {\"min_step_seconds\": 10, \"min_step_requests\": 100}, \"interval_seconds\": 5,
+      \"grace_seconds\": 10, \"statistics\": {\"margin\": 0.05, \"step_up_on\": \"no_harm\",
+      \"min_feedback_per_arm\": 150, \"min_requests_per_arm\": 150, \"latency_quantile\": 0.95,
+      \"tune_feedback\": 2000, \"tune_requests\": 4000}}"
+    .venv/bin/loopline demo-traffic --rate 60 --seconds 900 > "$LOOPLINE_HOME/logs/demo-traffic.log" 2>&1 &
+    traffic=$!
+    trap 'kill $annotator $traffic 2>/dev/null || true' EXIT
+  fi
   params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-$round\"},
     \"label\": {\"labels\": [\"0\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"], \"auto_approve\": true, \"budget\": 200},
     \"train\": {\"epochs\": 30, \"n_trials\": 4}, \"train_deployment\": \"train-model/local\",
-    \"register\": {\"auto_approve\": true}}}"
+    \"register\": {\"auto_approve\": true}$extra}}"
   started=$(.venv/bin/prefect deployment run 'loopline-pipeline/local' --params "$params")
   run_id=$(grep -oE 'UUID: [0-9a-f-]{36}' <<<"$started" | cut -d' ' -f2)
   # one line per step; the whole log of the run goes to .loopline/logs/run-ID.log
   .venv/bin/loopline watch "$run_id"
 done
+[[ -n $traffic ]] && kill "$traffic" 2>/dev/null || true
 echo
 echo "== datasets"
 .venv/bin/loopline datasets
@@ -51,13 +67,34 @@ for found in sorted(client.search_model_versions("name = 'loopline-classifier'")
           f"test accuracy {v.tags.get('training.test_accuracy')}, dataset {v.tags.get('dataset_version')}")
 PY
 echo
+echo "== A/B test (event store: .loopline/events.db)"
+.venv/bin/python - <<'PY'
+from loopline.rollout.service import open_store
+from loopline.settings import get_settings
+store = open_store(get_settings())
+found = store.latest_experiment("loopline-classifier")
+if found is None:
+    print("no experiment")
+else:
+    decisions = store.list_decisions(found.name)
+    steps = [d.weight_after for i, d in enumerate(decisions) if i == 0 or d.weight_after != decisions[i - 1].weight_after]
+    arms = store.arm_summaries(found.name)
+    print(f"{found.name}: {found.status}; challenger weight over time {[f'{w:.0%}' for w in steps]}")
+    for arm, a in arms.items():
+        accuracy = f"{a.correct / a.feedback:.1%}" if a.feedback else "-"
+        print(f"  {arm:<10} requests {a.requests}, errors {a.errors}, feedback {a.feedback}, accuracy {accuracy}")
+    print("  last decision:", decisions[-1].verdict, "-", "; ".join(decisions[-1].reasons)[:300])
+PY
+echo
 echo "== deployments (local model servers)"
 .venv/bin/loopline deployments || true
 echo
-echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, label-selection, train-trials, model-evaluation, model-aliases)"
+echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, label-selection, train-trials, model-evaluation, model-aliases, model-deployment, rollout-report, rollout-review)"
 echo "MLflow UI:     $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_mlflow_tracking_uri)')  (experiment loopline: the training run, its trials, the ONNX model)"
 echo "Label Studio:  $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_label_studio_url)')  (user admin@loopline.local, password in .loopline/secrets/)"
 champion_url="$(.venv/bin/python -c 'from loopline.settings import get_settings; s = get_settings(); print(f"http://{s.host}:{s.serve_port_champion}")')"
 echo "Model server:  $champion_url  (the champion: curl $champion_url/v2/health/ready; POST images to $champion_url/v1/predict)"
+echo "A/B router:    http://127.0.0.1:$(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().router_port)')  (POST images to /v1/predict with X-User-Id; feedback to /v1/feedback)"
+echo "See an automatic rollback: bash scripts/demo-rollback.sh"
 echo "Roll back the champion with: .venv/bin/loopline rollback"
 echo "Stop the platform (and the model servers) with: .venv/bin/loopline services down"

@@ -19,6 +19,7 @@ from loopline.data.manifest import read_manifest
 from loopline.data.sources import LocalFolderSource
 from loopline.data.store import LocalStore
 from loopline.labeling.studio import LabelStudio
+from loopline.rollout.store import EventStore
 from loopline.services.process import free_port, port_in_use
 from tests.platform import BIN, ROOT, run, running_platform
 
@@ -96,9 +97,11 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
     home = tmp_path / "home"
     serve_port = free_port()
     served = f"http://127.0.0.1:{serve_port}/v2/models/loopline-classifier"
+    router_port = free_port()
     ports = {
         "LOOPLINE_SERVE_PORT_CHAMPION": str(serve_port),
         "LOOPLINE_SERVE_PORT_CHALLENGER": str(free_port()),
+        "LOOPLINE_ROUTER_PORT": str(router_port),
     }
     with running_platform(home, ports) as env:
         assert run(["loopline", "deploy"], env).returncode == 0
@@ -237,23 +240,46 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert {"collect-counts", "collect-summary", "collect-progress"} <= artifacts
 
         # Round 2: more images; the champion chooses what to label (active learning) and pre-annotates it;
-        # the challenger is gated against the champion (default rules) and approved.
+        # the challenger is gated against the champion (default rules) and approved; it is deployed beside
+        # the champion and A/B tested on the demo client's traffic through the router (a short ramp), and
+        # a person approves the promotion.
         annotator = start_demo_annotator(home, env)
+        traffic = None
         try:
             round_two = {
                 "collect": {"source": str(home / "demo" / "round-2")},
                 "label": {"labels": DIGITS, "budget": 100, "poll_seconds": 1, "auto_approve": True},
                 "train": {"epochs": 15, "n_trials": 2, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
-            }
+                "deploy": {"promote_directly": False},
+                "rollout": {
+                    "ramp": {"min_step_seconds": 3, "min_step_requests": 30},
+                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 60, "min_requests_per_arm": 60,
+                                   "latency_quantile": 0.9, "step_up_on": "no_harm", "tune_feedback": 600,
+                                   "tune_requests": 1500},
+                    "interval_seconds": 3,
+                    "grace_seconds": 2,
+                },
+            }  # fmt: skip
             second = start_pipeline(round_two, env)
             wait_for_pause(api, second, "model-review-")
             promoted = run(["loopline", "approve", second, "--comment", "round 2", "--reviewer", "ada"], env)
             assert promoted.returncode == 0, promoted.stderr
+            traffic = subprocess.Popen(
+                [str(BIN / "loopline"), "demo-traffic", "--rate", "50", "--seconds", "600",
+                 "--feedback-delay", "0.5"],
+                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            wait_for_pause(api, second, "rollout-", timeout=600)
+            ab = run(["loopline", "approve", second, "--comment", "ramp held", "--reviewer", "grace"], env)
+            assert ab.returncode == 0, ab.stderr
             wait_for_state(api, second, {"COMPLETED"}, timeout=600)
         finally:
             annotator.terminate()
             annotator.wait(timeout=30)
+            if traffic is not None:
+                traffic.terminate()
+                print("demo traffic:", traffic.communicate(timeout=30)[0][-2000:])
 
         manifests = {p.stem for p in (home / "data" / "labels").glob("*.jsonl")} - {labels[0].stem}
         assert len(manifests) == 1
@@ -273,12 +299,13 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert v2.version != version.version and v2.tags["review.reviewer"] == "ada"
         assert v2.tags["dataset_version"] != version.tags["dataset_version"]
         assert v2.tags["labeled_version"] in {p.stem for p in (home / "data" / "labels").glob("*.jsonl")}
-        moved = json.loads(v2.tags["audit.champion"])
-        assert (moved["from_version"], moved["to_version"], moved["why"]) == (
+        moved = json.loads(v2.tags["audit.champion"])  # the A/B stage's promotion, approved by grace
+        assert (moved["from_version"], moved["to_version"], moved["who"]) == (
             version.version,
             v2.version,
-            "round 2",
+            "grace",
         )
+        assert moved["why"] == f"promoted after the A/B test loopline-classifier-v{v2.version}"
         assert [
             c["alias"]
             for c in map(
@@ -295,6 +322,37 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
 
         # Version 2 replaced version 1 in the champion's server (hot reload after its smoke test).
         assert httpx.get(served).headers["X-Model-Version"] == f"loopline-classifier/{v2.version}"
+
+        # The A/B test: the ramp walked step by step on live traffic, a person approved, v2 took all traffic
+        # and then the champion's server; the challenger's server is gone, the router answers with v2.
+        store = EventStore(f"sqlite:///{home / 'events.db'}")
+        experiment = store.get_experiment(f"loopline-classifier-v{v2.version}")
+        assert experiment is not None and experiment.state.status == "stopped"
+        decisions = store.list_decisions(experiment.state.name)
+        weights = [d.weight_after for d in decisions]
+        assert weights[0] == 0.1 and 1.0 in weights and weights[-1] == 0.0
+        assert [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]] == [
+            0.1,
+            0.5,
+            0.8,
+            1.0,
+            0.0,
+        ]
+        assert any(d.verdict == "promote" for d in decisions)
+        arms = store.arm_summaries(experiment.state.name)
+        assert arms["challenger"].requests > 100 and arms["challenger"].feedback > 60
+        assert arms["challenger"].errors == 0
+        picture = (home / "demo" / "round-2").glob("img-*.png").__next__().read_bytes()
+        routed = httpx.post(f"http://127.0.0.1:{router_port}/v1/predict", content=picture,
+                            headers={"Content-Type": "image/png", "X-User-Id": "e2e"})  # fmt: skip
+        assert routed.status_code == 200 and routed.headers["X-Variant"] == "champion"
+        assert routed.headers["X-Model-Version"] == f"loopline-classifier/{v2.version}"
+        assert not port_in_use("127.0.0.1", int(ports["LOOPLINE_SERVE_PORT_CHALLENGER"]))
+        assert {"rollout-report", "rollout-review"} <= keys
+        report = httpx.post(
+            f"{api}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": ["rollout-report"]}}}
+        ).json()[0]["data"]
+        assert "always-valid interval" in report and "data:image/png;base64," in report
         listed = run(["loopline", "deployments"], env)
         assert listed.returncode == 0 and f"v{v2.version}" in listed.stdout, listed.stdout + listed.stderr
     assert not port_in_use("127.0.0.1", serve_port)  # `loopline services down` stopped the model server

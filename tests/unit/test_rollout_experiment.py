@@ -4,7 +4,8 @@ traffic; the report shows the interval and the decisions."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ import pytest
 from loopline.rollout.events import Decision, Feedback, RoutedRequest, Variant
 from loopline.rollout.experiment import (
     evaluate_experiment,
-    expected_share,
     settle,
     start_experiment,
     step_started,
@@ -26,7 +26,6 @@ from loopline.rollout.store import EventStore, sqlite_url
 pytestmark = pytest.mark.unit
 RAMP = RampPolicy(min_step_seconds=60, min_step_requests=100, max_duration_seconds=3600)
 CONFIG = AbConfig(margin=0.05, min_feedback_per_arm=100, min_requests_per_arm=100)
-T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -103,15 +102,6 @@ def test_settle_records_the_end_with_its_reason(store: EventStore) -> None:
     assert (last.verdict, last.reasons, last.weight_after) == ("promote", ("approved by ada",), 1.0)
 
 
-def test_the_expected_share_weights_each_weight_by_how_long_it_held() -> None:
-    decisions = [
-        Decision("e", "hold", (), {}, 0.1, T0),
-        Decision("e", "step_up", (), {}, 0.5, T0 + timedelta(minutes=10)),
-    ]
-    assert expected_share(decisions, T0 + timedelta(minutes=20)) == pytest.approx(0.3)
-    assert expected_share([], T0) == 0.0
-
-
 def test_the_router_follows_the_models_latest_experiment(store: EventStore) -> None:
     assert store.latest_experiment("digits") is None
     first = start_experiment(store, "digits", ("1", "http://a"), ("2", "http://b"), RAMP)
@@ -119,3 +109,56 @@ def test_the_router_follows_the_models_latest_experiment(store: EventStore) -> N
     assert store.latest_experiment("digits") == first
     second = start_experiment(store, "digits", ("2", "http://a"), ("3", "http://b"), RAMP)
     assert store.latest_experiment("digits") == second and second.started_at > first.started_at
+
+
+def sticky_traffic(
+    store: EventStore,
+    name: str,
+    weight: float,
+    start: datetime,
+    seconds: int,
+    users: int = 200,
+    rig: float = 0,
+) -> None:
+    """Requests from 200 sticky users over ``seconds``, each assigned by the router's hash at
+    ``weight`` (``rig``: the share of users sent to the challenger whatever their hash, a broken split)."""
+    from loopline.rollout.assign import assign, user_hash
+
+    rng, users = np.random.default_rng(seconds), 200
+    rows = []
+    for i in range(users * 3):
+        key = f"user-{rng.integers(users)}"
+        arm: Variant = "challenger" if rng.random() < rig else assign(name, key, weight)
+        rows.append(RoutedRequest(f"{start.isoformat()}-{i}", name, arm, "2" if arm == "challenger" else "1",
+                                  user_hash(name, key), 5.0, 200, "7", 0.9, False,
+                                  start + timedelta(seconds=seconds * i / (users * 3))))  # fmt: skip
+    store.insert_requests(rows)
+
+
+def test_the_split_is_checked_on_the_current_steps_users_not_across_the_ramp(store: EventStore) -> None:
+    """Across steps a sticky user is counted in both arms (champion at 10 %, challenger at 50 %): the
+    cumulative users are no sample of one weight. Each step's users, once the routers follow the new
+    weight, are."""
+    state = start_experiment(store, "digits", ("1", "http://a"), ("2", "http://b"), RAMP)
+    start = state.started_at
+    sticky_traffic(store, state.name, 0.1, start, 60)
+    evaluate_experiment(store, state.name, RAMP.model_copy(update={"min_step_requests": 1}), CONFIG,
+                        now=start + timedelta(seconds=61))  # fmt: skip
+    assert store.get_experiment(state.name).state.weight in (0.1, 0.5)  # type: ignore[union-attr]
+    stepped = start + timedelta(seconds=62)  # step 2 at 50 %, as the policy would set it
+    found = store.get_experiment(state.name)
+    assert found is not None
+    store.save_experiment(replace(found.state, weight=0.5, step=1), found.version)
+    store.append_decision(Decision(state.name, "step_up", ("step 2",), {}, 0.5, stepped))
+    sticky_traffic(store, state.name, 0.5, stepped + timedelta(seconds=1), 15)  # a short step so far
+    fine = evaluate_experiment(store, state.name, RAMP, CONFIG, now=stepped + timedelta(seconds=16))
+    assert not fine.evaluation.halted and fine.evaluation.srm.unit == "users", fine.evaluation.reasons
+    cumulative = store.arm_summaries(state.name)
+    assert cumulative["champion"].users + cumulative["challenger"].users > 200  # users in both arms
+    rigged = start_experiment(store, "rigged", ("1", "http://a"), ("2", "http://b"), RAMP)
+    sticky_traffic(store, rigged.name, 0.1, rigged.started_at, 60, rig=0.4)
+    broken = evaluate_experiment(
+        store, rigged.name, RAMP, CONFIG, now=rigged.started_at + timedelta(seconds=61)
+    )
+    assert broken.evaluation.halted and broken.state.status == "halted" and broken.state.weight == 0
+    assert "sample ratio mismatch" in " ".join(broken.action.reasons)

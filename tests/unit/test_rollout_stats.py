@@ -374,7 +374,7 @@ def test_the_event_stores_summaries_are_judged_as_they_are() -> None:
     from loopline.rollout import store
 
     def stored(variant: Variant, errors: int) -> store.ArmSummary:
-        return store.ArmSummary(
+        return store.ArmTotals(
             variant=variant,
             requests=8000,
             errors=errors,

@@ -48,7 +48,7 @@ class DemoImages:
     """Fresh images of known digits: a digit rendered at ``size``, shifted by up to ``shift`` pixels and
     rotated by up to ``degrees``, from a seeded generator (the same seed, the same stream)."""
 
-    def __init__(self, size: int = 32, shift: int = 2, degrees: float = 10.0, seed: int = 7) -> None:
+    def __init__(self, size: int = 32, shift: int = 1, degrees: float = 6.0, seed: int = 7) -> None:
         from sklearn.datasets import load_digits
 
         digits = load_digits()

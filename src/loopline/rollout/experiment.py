@@ -5,7 +5,7 @@ concurrency and the decision appended), and settle it (promoted, rolled back, ha
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from loopline.rollout import stats
 from loopline.rollout.events import Decision, ExperimentState, ExperimentStatus, Variant, Verdict, utc_now
@@ -13,6 +13,9 @@ from loopline.rollout.policy import Action, RampPolicy, decide
 from loopline.rollout.store import ArmTotals, EventStore
 
 SETTLED: frozenset[ExperimentStatus] = frozenset({"promoted", "rolled_back", "halted", "stopped"})
+# The split is checked on the users of the current step from this long after it began: routers re-read
+# the weight every few seconds (RouterSettings.refresh_seconds, 5), and before that they route by the old one.
+SPLIT_SETTLE = timedelta(seconds=10)
 
 
 def experiment_name(model: str, challenger_version: str) -> str:
@@ -60,20 +63,6 @@ def step_started(state: ExperimentState, decisions: list[Decision]) -> datetime:
     return started if previous == state.weight else state.updated_at
 
 
-def expected_share(decisions: list[Decision], now: datetime) -> float:
-    """The challenger's share of traffic over the experiment, weighting each weight by how long it held
-    (what the sample-ratio check expects of the cumulative counts)."""
-    if not decisions:
-        return 0.0
-    total = weighted = 0.0
-    for current, following in zip(decisions, [*decisions[1:], None], strict=True):
-        end = following.at if following is not None else now
-        seconds = max((end - current.at).total_seconds(), 0.0)
-        total += seconds
-        weighted += seconds * current.weight_after
-    return weighted / total if total > 0 else decisions[-1].weight_after
-
-
 @dataclass(frozen=True)
 class Evaluated:
     """One evaluation: what the statistics said, what the policy did, the state after it."""
@@ -106,12 +95,14 @@ def evaluate_experiment(
     since = step_started(state, decisions)
     on_step = store.arm_summaries(name, since=since)["challenger"].requests
     final = state.step + 1 >= len(ramp.steps) - 1
+    settled = store.arm_summaries(name, since=since + SPLIT_SETTLE)
     evaluation = stats.evaluate(
         arms["champion"],
         arms["challenger"],
         config,
-        expected_share=expected_share(decisions, when),
+        expected_share=state.weight,
         final_step=final,
+        split=(settled["champion"], settled["challenger"]),
     )
     seconds_on_step = (when - since).total_seconds()
     total_seconds = (when - state.started_at).total_seconds()

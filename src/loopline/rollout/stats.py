@@ -428,6 +428,7 @@ def evaluate(
     *,
     expected_share: float,
     final_step: bool = False,
+    split: tuple[ArmCounts, ArmCounts] | None = None,
 ) -> AbEvaluation:
     """The verdict on the challenger, with every reason and the numbers behind it.
 
@@ -435,8 +436,12 @@ def evaluate(
         champion: what the champion's arm has seen.
         challenger: what the challenger's arm has seen.
         config: the experiment's thresholds.
-        expected_share: the challenger's expected share of the counted units (users, else requests) — the
-            current weight when the summaries cover the current step, their time-weighted mean otherwise.
+        expected_share: the challenger's expected share of the counted units of the split check (users,
+            else requests): the weight they were assigned under.
+        split: (champion, challenger) counts for the sample-ratio check, default the arms themselves.
+            Users are assigned under one weight only within a step: across steps of a ramp a user is
+            counted in both arms, so pass the current step's counts (once the router routes by its
+            weight) with that weight as ``expected_share``.
         final_step: the next step would give the challenger all traffic: ``promote`` instead of
             ``step_up``, and only once both guardrails are shown within their limits.
 
@@ -451,7 +456,7 @@ def evaluate(
         )
     acc = compare_accuracy(champion, challenger, config)
     err, lat = check_error_rate(champion, challenger, config), check_latency(champion, challenger, config)
-    srm = check_split(champion, challenger, expected_share, config)
+    srm = check_split(*(split or (champion, challenger)), expected_share, config)
     numbers = _numbers(acc, err, lat, srm, champion, challenger)
     described = (
         _accuracy_sentence(acc, champion, challenger, config),
