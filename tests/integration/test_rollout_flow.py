@@ -71,7 +71,7 @@ def test_a_challenger_that_dies_mid_experiment_is_rolled_back_and_users_are_stil
     killed = threading.Event()
 
     def traffic() -> None:
-        stats.append(asyncio.run(send_traffic(router, 45, rate=40, feedback_delay=0.3)))
+        stats.append(asyncio.run(send_traffic(router, 30, rate=40, feedback_delay=0.3)))
 
     def kill_the_challenger_once_it_served() -> None:
         store = EventStore(settings.resolved_event_store_url)
