@@ -251,13 +251,14 @@ def serve(
     port: int = typer.Option(None, "--port", help="Default: LOOPLINE_SERVING_PORT or 8000."),
     host: str = typer.Option(None, "--host", help="Default: 127.0.0.1 (0.0.0.0 exposes the server)."),
     poll_seconds: float = typer.Option(None, "--poll-seconds", help="Alias re-check period; 0: never."),
+    workers: int = typer.Option(None, "--workers", help="Processes on one socket (default 1)."),
 ) -> None:
     """Serve a registered model over HTTP: Open Inference Protocol v2, /v1/predict, /metrics."""
     from loopline.serving.runner import serve_model
     from loopline.serving.settings import ServingSettings
 
     settings = get_settings()
-    chosen: dict[str, Any] = {"host": host, "port": port, "poll_seconds": poll_seconds}
+    chosen: dict[str, Any] = {"host": host, "port": port, "poll_seconds": poll_seconds, "workers": workers}
     serving = ServingSettings(
         model_name=model, selector=version or alias, **{k: v for k, v in chosen.items() if v is not None}
     )
