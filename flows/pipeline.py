@@ -72,7 +72,7 @@ def pipeline_flow(params: PipelineParameters) -> PipelineResult:
     champion = find_champion(params.registration.model_name, tracking_uri())  # None in the first round
     labels = label_stage(dataset, params.label, champion)
     model = train_stage(labels, params.train, params.train_deployment)
-    registered = register_stage(model, labels, params.registration)
+    registered = register_stage(model, labels, params.registration, params.deploy.promote_directly)
     deployment = deploy_stage(registered, labels.data_root, params.deploy)
     rollout = None
     if deployment is not None and deployment.role == "challenger":

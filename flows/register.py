@@ -56,9 +56,11 @@ def _publish_alias_changes(name: str, changes: list[AliasChange]) -> None:
 
 
 def register_stage(
-    model: TrainedModelRef, labels: LabeledDatasetRef, params: RegisterParameters
+    model: TrainedModelRef, labels: LabeledDatasetRef, params: RegisterParameters, promote: bool = True
 ) -> RegisteredModelRef:
-    """The register stage's tasks, run inside the calling flow (a suspension suspends that flow run)."""
+    """The register stage's tasks, run inside the calling flow (a suspension suspends that flow run).
+    An approved version becomes champion; with ``promote`` off, and a champion there, it stays challenger
+    (the A/B stage promotes it, or not)."""
     logger = get_run_logger()
     client = mlflow_client(model.tracking_uri)
     registered = register_version(model, labels, params)
@@ -121,9 +123,14 @@ def register_stage(
     who = review.reviewer or "unknown"
     if review.decision == "approve":
         why = review.comment or "approved"
-        _publish_alias_changes(name, move_alias(client, name, CHAMPION, version, who, why))
+        champion_now = version if promote or evaluations.champion_version is None else None
+        if champion_now:
+            _publish_alias_changes(name, move_alias(client, name, CHAMPION, version, who, why))
+        else:
+            logger.info("%s v%s approved: challenger of an A/B test against v%s", name, version,
+                        evaluations.champion_version)  # fmt: skip
         record_decision(client, name, version, "approved", who, review.comment)
-        return reference("approved", version, verdict)
+        return reference("approved", champion_now or evaluations.champion_version, verdict)
     record_decision(client, name, version, "rejected", who, review.comment)
     logger.info("%s v%s rejected (%s): aliases untouched", name, version, review.comment)
     return reference("rejected", evaluations.champion_version, verdict)

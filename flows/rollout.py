@@ -24,7 +24,7 @@ from prefect.transactions import transaction
 from loopline.deploy.base import DeploymentRecord, DeploymentRefused
 from loopline.rollout.experiment import SETTLED, settle
 from loopline.rollout.report import render_report
-from loopline.rollout.service import open_store
+from loopline.rollout.service import await_router, open_store
 from loopline.settings import get_settings
 from tasks.deploy import DeployParameters, deploy_target
 from tasks.review import RolloutReview, ask_for_review, record_review
@@ -108,12 +108,15 @@ def _finish_promotion(
     state = settle(
         store, ref.experiment, "stopped", 0.0, f"the champion's server serves v{ref.challenger_version}"
     )
+    if not await_router(get_settings(), "stopped"):
+        logger.warning("the router did not confirm the switch in time; stopping the challenger anyway")
     target.undeploy("challenger", who)
     return RolloutRef.of(state, "promote", (why,))
 
 
 def _retire_challenger(ref: RolloutRef, uri: str, data_root: str, deploy: DeployParameters) -> RolloutRef:
-    """Stop the rolled-back challenger's server (the router already sends it nobody)."""
+    """Stop the rolled-back challenger's server once the router sends it nobody."""
+    await_router(get_settings(), ref.status)
     deploy_target(ref.model, uri, data_root, deploy).undeploy("challenger", "loopline")
     get_run_logger().warning("v%s rolled back: %s", ref.challenger_version, "; ".join(ref.reasons)[:400])
     return ref

@@ -28,7 +28,8 @@ class Review(RunInput):
 
 
 class ModelReview(Review):
-    """A reviewer's decision on a model: approve (it becomes the champion) or reject (aliases untouched)."""
+    """A reviewer's decision on a model: approve (it becomes the champion, or the challenger of an A/B
+    test) or reject (aliases untouched)."""
 
 
 class RolloutReview(Review):

@@ -1,8 +1,10 @@
-"""The whole pipeline, collect → label → train → register, through `prefect deployment run` and a
-worker: the demo annotator answers in a real Label Studio, the label reviews are sent by `loopline
-approve` (one rejection, then an approval), training is dispatched to the `train-model/local` deployment
-with `run_deployment`, the model review is approved with `loopline approve`, and the approved model is
-deployed to the local champion server (version 1, then version 2), stopped by `loopline services down`."""
+"""The whole pipeline, collect → label → train → register → deploy → A/B test, through `prefect deployment
+run` and a worker: the demo annotator answers in a real Label Studio, the label reviews are sent by
+`loopline approve` (one rejection, then an approval), training is dispatched to the `train-model/local`
+deployment with `run_deployment`, the model review is approved with `loopline approve`, version 1 is
+deployed to the local champion server; in round 2 version 2 is deployed beside it as challenger, A/B tested
+through the router on the demo traffic client's requests (a short ramp), promoted after `loopline approve`,
+and served by the champion's server; `loopline services down` stops everything."""
 
 import json
 import re

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import mlflow
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from loopline.cli import app
@@ -20,12 +17,12 @@ from loopline.deploy.history import read_history
 from loopline.deploy.local import LocalTarget, role_spec, stop_all
 from loopline.deploy.smoke import SmokeCases, reference_cases
 from loopline.registry.artifacts import fetch_model_files
-from loopline.registry.registry import audit_trail, register_run
+from loopline.registry.registry import audit_trail
 from loopline.services import process
 from loopline.services.process import free_port
 from loopline.services.standalone import running_service
 from loopline.settings import Settings
-from tests.model_runs import logged_onnx_run
+from tests.model_runs import registered_version, smoke_pictures
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
@@ -39,22 +36,9 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield spec.url
 
 
-def register(client: Any, tmp: Path, broken: bool = False) -> str:
-    run_id = logged_onnx_run(tmp, labels=("cat", "dog"))
-    if broken:  # the class mapping names 3 labels for a model with 2 outputs: it cannot load
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_dict({"labels": ["cat", "dog", "eel"], "input_size": 4}, "class_mapping.json")
-    return register_run(client, NAME, run_id, {}, "# a test model").version
-
-
-def pictures() -> list[Image.Image]:
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(3)]
-
-
 def test_deploy_refuse_switch_rerun_and_roll_back(tracking_uri: str, tmp_path: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri)
-    v1, v2, v3, v4 = (register(client, tmp_path / str(i), broken=i == 2) for i in range(1, 5))
+    v1, v2, v3, v4 = (registered_version(client, NAME, tmp_path / str(i), broken=i == 2) for i in range(1, 5))
     settings = Settings(
         home=tmp_path / "home",
         serve_port_champion=free_port(),
@@ -67,7 +51,7 @@ def test_deploy_refuse_switch_rerun_and_roll_back(tracking_uri: str, tmp_path: P
     def cases(version: str) -> SmokeCases:
         run_id = str(client.get_model_version(NAME, version).run_id)
         files = fetch_model_files(run_id, tmp_path / f"files-{version}")
-        found = reference_cases(pictures(), ["p0", "p1", "p2"], files.onnx, files.input_size)
+        found = reference_cases(smoke_pictures(), ["p0", "p1", "p2"], files.onnx, files.input_size)
         if version in tampered:
             return SmokeCases(found.ids, found.inputs, found.expected[:, ::-1].copy())
         return found

@@ -14,9 +14,7 @@ from typing import Any
 
 import httpx
 import mlflow
-import numpy as np
 import pytest
-from PIL import Image
 
 from loopline.deploy.docker import ContainerServers, DockerTarget, container_name
 from loopline.deploy.history import read_history
@@ -24,12 +22,12 @@ from loopline.deploy.images import BuiltImage, DockerEngineUnavailable, build_im
 from loopline.deploy.smoke import SmokeCases, reference_cases
 from loopline.errors import ServiceError
 from loopline.registry.artifacts import fetch_model_files
-from loopline.registry.registry import audit_trail, register_run
+from loopline.registry.registry import audit_trail
 from loopline.services.process import free_port, port_in_use
 from loopline.services.standalone import running_service
 from loopline.settings import Settings
 from tests.docker_engine import docker_engine, ensure_base_image, image_registry
-from tests.model_runs import logged_onnx_run
+from tests.model_runs import registered_version, smoke_pictures
 from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
@@ -97,24 +95,11 @@ def test_the_serving_image_is_built_hermetically_pushed_and_runs_as_non_root(
     print(f"serving image {tag}: {image.size_bytes / 1e6:.0f} MB")
 
 
-def register(client: Any, tmp: Path, broken: bool = False) -> str:
-    run_id = logged_onnx_run(tmp, labels=("cat", "dog"))
-    if broken:  # the class mapping names 3 labels for a model with 2 outputs: it cannot load
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_dict({"labels": ["cat", "dog", "eel"], "input_size": 4}, "class_mapping.json")
-    return register_run(client, NAME, run_id, {}, "# a test model").version
-
-
-def pictures() -> list[Image.Image]:
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(3)]
-
-
 def test_the_docker_target_deploys_refuses_switches_and_rolls_back(
     engine: Any, image: BuiltImage, tracking_uri: str, tmp_path: Path
 ) -> None:
     client = mlflow.MlflowClient(tracking_uri)
-    v1, v2, v3 = (register(client, tmp_path / str(i), broken=i == 2) for i in range(1, 4))
+    v1, v2, v3 = (registered_version(client, NAME, tmp_path / str(i), broken=i == 2) for i in range(1, 4))
     settings = Settings(
         home=tmp_path / "home",
         serve_port_champion=free_port(),
@@ -127,7 +112,7 @@ def test_the_docker_target_deploys_refuses_switches_and_rolls_back(
     def cases(version: str) -> SmokeCases:
         run_id = str(client.get_model_version(NAME, version).run_id)
         files = fetch_model_files(run_id, tmp_path / f"files-{version}")
-        return reference_cases(pictures(), ["p0", "p1", "p2"], files.onnx, files.input_size)
+        return reference_cases(smoke_pictures(), ["p0", "p1", "p2"], files.onnx, files.input_size)
 
     target = DockerTarget(settings, client, tracking_uri, NAME, cases, engine)
     url = f"http://127.0.0.1:{settings.serve_port_champion}"

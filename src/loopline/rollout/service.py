@@ -63,5 +63,24 @@ def ensure_router(settings: Settings, model: str) -> str:
     return spec.url
 
 
+def await_router(settings: Settings, status: str, timeout: float = 30.0) -> bool:
+    """Wait until the local router routes by an experiment in ``status`` (it re-reads the state every few
+    seconds), so a server it no longer sends anyone to can be stopped. True when it does (or none runs)."""
+    import time
+
+    spec = router_spec(settings, "")
+    if process.running_pid(spec) is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{spec.url}/healthz", timeout=2.0).json().get("state") == status:
+                return True
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def stop_router(settings: Settings) -> bool:
     return process.stop(ProcessSpec(ROUTER, ["loopline"], settings.resolved_home, "", lambda: False))
