@@ -18,6 +18,7 @@ from loopline.deploy.history import (
     parse_history,
     previous_version,
     serving,
+    undeployed,
 )
 
 pytestmark = pytest.mark.unit
@@ -76,6 +77,14 @@ def test_rollback_goes_to_the_champion_before_the_current_one_skipping_refused_a
     assert serving(history, "challenger") == history[1]
     assert previous_version(history, "4") == "1"
     assert previous_version([record("1")], "1") is None
+
+
+def test_a_role_stopped_on_purpose_is_told_from_one_that_went_down() -> None:
+    promoted = [record("1"), record("2", role="challenger"), record("2", role="challenger", state="stopped")]
+    assert undeployed(promoted, "challenger") and not undeployed(promoted, "champion")
+    redeployed = [*promoted, record("3", role="challenger"), record("2", role="challenger", state="replaced")]
+    assert not undeployed(redeployed, "challenger")  # serving again: down if its server is gone
+    assert not undeployed([], "champion")
 
 
 def test_an_unknown_role_is_named_with_the_valid_ones() -> None:

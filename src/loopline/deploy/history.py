@@ -25,6 +25,13 @@ def serving(history: list[DeploymentRecord], role: Role) -> DeploymentRecord | N
     return next((r for r in reversed(history) if r.role == role and r.state == "serving"), None)
 
 
+def undeployed(history: list[DeploymentRecord], role: Role) -> bool:
+    """Whether ``role`` was stopped on purpose: its latest serving or stopped record is a stop."""
+    kept = (r for r in reversed(history) if r.role == role and r.state in ("serving", "stopped"))
+    latest = next(kept, None)
+    return latest is not None and latest.state == "stopped"
+
+
 def previous_version(history: list[DeploymentRecord], current: str | None) -> str | None:
     """The champion version that served before ``current``: the newest champion deployment of another
     version. None when there was none."""

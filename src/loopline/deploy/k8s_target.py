@@ -207,7 +207,7 @@ class KubernetesTarget:
             last = history.serving(past, role)
             live = self.live(role)
             if live is None:
-                if last is not None:
+                if last is not None and not history.undeployed(past, role):  # gone, not undeployed
                     found.append(replace(last, state="stopped", ref=""))
                 continue
             state: DeployState = "serving" if live.rolled_out and live.ready > 0 else "unhealthy"

@@ -175,7 +175,7 @@ class ServerTarget:
             last = history.serving(past, role)
             ref = self.servers.running(role)
             if ref is None:
-                if last is not None:
+                if last is not None and not history.undeployed(past, role):  # down, not undeployed
                     found.append(replace(last, state="stopped", ref=""))
                 continue
             version = served_version(self.servers.url(role), self.model)
