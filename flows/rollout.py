@@ -105,9 +105,8 @@ def _finish_promotion(
             "model server's log, then rerun this flow."
         )
     store = open_store(get_settings())
-    state = settle(
-        store, ref.experiment, "stopped", 0.0, f"the champion's server serves v{ref.challenger_version}"
-    )
+    done = f"promoted: the champion's server serves v{ref.challenger_version}, every user back on it"
+    state = settle(store, ref.experiment, "stopped", 0.0, done, "promote")
     if not await_router(get_settings(), "stopped"):
         logger.warning("the router did not confirm the switch in time; stopping the challenger anyway")
     target.undeploy("challenger", who)

@@ -149,15 +149,15 @@ def _alias_back(transaction: Transaction) -> None:
 def route_all_to_challenger(name: str, who: str) -> None:
     """The router sends every user to the challenger (the old champion's server stays warm)."""
     _remember("experiment", name)
-    settle(
-        open_store(get_settings()), name, "promoted", 1.0, f"promoted by {who}: all traffic to the challenger"
-    )
+    why = f"promoted by {who}: all traffic to the challenger"
+    settle(open_store(get_settings()), name, "promoted", 1.0, why, "promote")
 
 
 @route_all_to_challenger.on_rollback
 def _route_back(transaction: Transaction) -> None:
     name = transaction.get("experiment")
-    settle(open_store(get_settings()), name, "awaiting_approval", 0.0, "promotion undone: all traffic back")
+    why = "promotion undone: all traffic back to the champion"
+    settle(open_store(get_settings()), name, "awaiting_approval", 0.0, why, "hold")
 
 
 @task(name="record-promotion", cache_policy=NO_CACHE)
@@ -192,7 +192,8 @@ def roll_back_rollout(name: str, tracking_uri: str, reasons: list[str], who: str
         raise ValueError(f"No experiment {name!r}")
     state = found.state
     if state.status not in ("rolled_back", "halted"):
-        state = settle(store, name, "rolled_back", 0.0, f"rolled back by {who}: " + "; ".join(reasons))
+        why = f"rolled back by {who}: " + "; ".join(reasons)
+        state = settle(store, name, "rolled_back", 0.0, why, "roll_back")
     client = mlflow_client(tracking_uri)
     client.set_model_version_tag(state.model, state.challenger_version, "rollout.verdict", state.status)
     client.set_model_version_tag(

@@ -96,7 +96,7 @@ def test_a_good_challenger_walks_the_ramp_after_each_steps_time_and_sample(store
 
 def test_settle_records_the_end_with_its_reason(store: EventStore) -> None:
     state = start_experiment(store, "digits", ("1", "http://a"), ("2", "http://b"), RAMP)
-    done = settle(store, state.name, "promoted", 1.0, "approved by ada")
+    done = settle(store, state.name, "promoted", 1.0, "approved by ada", "promote")
     assert (done.status, done.weight) == ("promoted", 1.0)
     last = store.list_decisions(state.name)[-1]
     assert (last.verdict, last.reasons, last.weight_after) == ("promote", ("approved by ada",), 1.0)

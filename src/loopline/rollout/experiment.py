@@ -123,15 +123,15 @@ def evaluate_experiment(
 
 
 def settle(
-    store: EventStore, name: str, status: ExperimentStatus, weight: float, reason: str
+    store: EventStore, name: str, status: ExperimentStatus, weight: float, reason: str, verdict: Verdict
 ) -> ExperimentState:
-    """Set the experiment's final (or resumed) status and weight, with a decision row saying why."""
+    """Set the experiment's final (or resumed) status and weight, with a decision row (``verdict``,
+    ``reason``) saying why."""
     found = store.get_experiment(name)
     if found is None:
         raise ValueError(f"No experiment {name!r} in the event store. To fix this, start it first.")
     when = utc_now()
     new = replace(found.state, status=status, weight=weight, updated_at=when)
     store.save_experiment(new, found.version)
-    verdict: Verdict = "promote" if status == "promoted" else "roll_back" if weight == 0 else "hold"
     store.append_decision(Decision(name, verdict, (reason,), {}, weight, when))
     return new
