@@ -16,10 +16,9 @@ from loopline.deploy.base import (
     choose_role,
     render_deployments,
 )
-from loopline.deploy.smoke import registry_cases
-from loopline.deploy.targets import make_target
+from loopline.deploy.targets import open_target
 from loopline.settings import get_settings
-from tasks.register import RegisteredModelRef, mlflow_client
+from tasks.register import RegisteredModelRef
 
 
 class DeployParameters(BaseModel):
@@ -62,10 +61,7 @@ class DeploymentRef(BaseModel):
 
 
 def deploy_target(model: str, tracking_uri: str, data_root: str, params: DeployParameters) -> DeployTarget:
-    settings = get_settings()
-    client = mlflow_client(tracking_uri)
-    cases = registry_cases(client, settings, model, data_root, params.smoke_images)
-    return make_target(params.target or settings.deploy_target, settings, client, tracking_uri, model, cases)
+    return open_target(params.target, get_settings(), tracking_uri, model, data_root, params.smoke_images)
 
 
 @task(name="deploy-model")

@@ -375,18 +375,11 @@ def images_build(
 
 
 def _deploy_target(model: str, target: str | None) -> DeployTarget:
-    import mlflow
-
-    from loopline.deploy.smoke import registry_cases
-    from loopline.deploy.targets import make_target
-    from loopline.registry.registry import check_mlflow
+    from loopline.deploy.targets import open_target
 
     settings = get_settings()
-    tracking = settings.resolved_mlflow_tracking_uri
-    check_mlflow(tracking)
-    client = mlflow.MlflowClient(tracking)
-    cases = registry_cases(client, settings, model, settings.resolved_data_root)
-    return make_target(target or settings.deploy_target, settings, client, tracking, model, cases)
+    tracking, data = settings.resolved_mlflow_tracking_uri, settings.resolved_data_root
+    return open_target(target, settings, tracking, model, data)
 
 
 TARGET_HELP = "Deploy target: local, docker or kubernetes (default: LOOPLINE_DEPLOY_TARGET, else local)."

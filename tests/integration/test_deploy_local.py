@@ -4,7 +4,6 @@ smoke test, a good v4 switched in by hot reload, a rerun that starts nothing, an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,20 +19,11 @@ from loopline.registry.artifacts import fetch_model_files
 from loopline.registry.registry import audit_trail
 from loopline.services import process
 from loopline.services.process import free_port
-from loopline.services.standalone import running_service
 from loopline.settings import Settings
 from tests.model_runs import registered_version, smoke_pictures
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 NAME = "deployed"
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield spec.url
 
 
 def test_deploy_refuse_switch_rerun_and_roll_back(tracking_uri: str, tmp_path: Path) -> None:

@@ -24,11 +24,9 @@ from loopline.errors import ServiceError
 from loopline.registry.artifacts import fetch_model_files
 from loopline.registry.registry import audit_trail
 from loopline.services.process import free_port, port_in_use
-from loopline.services.standalone import running_service
 from loopline.settings import Settings
 from tests.docker_engine import docker_engine, ensure_base_image, image_registry
 from tests.model_runs import registered_version, smoke_pictures
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 NAME = "boxed"
@@ -59,13 +57,6 @@ def registry() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def image(engine: Any, registry: str) -> BuiltImage:
     return build_image("serve", push=registry, base=ensure_base_image(engine))
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield spec.url
 
 
 def test_the_serving_image_is_built_hermetically_pushed_and_runs_as_non_root(

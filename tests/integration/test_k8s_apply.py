@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from loopline.deploy.k8s_apply import KubernetesApplyFailed, RolloutTimeout, apply, delete_objects
 from loopline.deploy.kubernetes import ServingManifestParams, render_manifests
-from tests.k8s_stub import FakeKubernetesApi, running_k8s_stub
+from tests.k8s_stub import FakeKubernetesApi
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stub() -> Iterator[FakeKubernetesApi]:
-    with running_k8s_stub() as api:
-        yield api
-
-
-@pytest.fixture
-def api_client(stub: FakeKubernetesApi) -> Iterator[Any]:
-    from kubernetes import client
-
-    configuration = client.Configuration(host=stub.url)
-    with client.ApiClient(configuration) as api_client:
-        yield api_client
 
 
 def _docs(image: str = "registry.local/loopline-serve:abc123") -> list[dict[str, Any]]:

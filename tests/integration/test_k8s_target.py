@@ -22,36 +22,13 @@ from loopline.deploy.kubernetes import ServingManifestParams
 from loopline.deploy.smoke import SmokeCases, reference_cases
 from loopline.registry.artifacts import fetch_model_files
 from loopline.registry.registry import audit_trail, register_run
-from loopline.services.standalone import running_service
 from loopline.settings import Settings
-from tests.k8s_stub import FakeKubernetesApi, running_k8s_stub
+from tests.k8s_stub import FakeKubernetesApi
 from tests.model_runs import logged_onnx_run
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 NAME = "k8s-deployed"
 RESOURCES = ("deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets")
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield spec.url
-
-
-@pytest.fixture
-def stub() -> Iterator[FakeKubernetesApi]:
-    with running_k8s_stub() as api:
-        yield api
-
-
-@pytest.fixture
-def api_client(stub: FakeKubernetesApi) -> Iterator[Any]:
-    from kubernetes import client
-
-    with client.ApiClient(client.Configuration(host=stub.url)) as api_client:
-        yield api_client
 
 
 @pytest.fixture

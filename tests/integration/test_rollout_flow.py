@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,20 +21,11 @@ from loopline.rollout.demo_traffic import TrafficStats, send_traffic
 from loopline.rollout.store import EventStore
 from loopline.services import process
 from loopline.services.process import free_port
-from loopline.services.standalone import running_service
 from loopline.settings import Settings
 from tests.model_runs import logged_onnx_run
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 NAME = "ab-tested"
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield spec.url
 
 
 def test_a_challenger_that_dies_mid_experiment_is_rolled_back_and_users_are_still_answered(

@@ -5,7 +5,6 @@ MLflow server, event store on SQLite, a temporary Prefect server)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -17,20 +16,11 @@ from loopline.registry.registry import CHALLENGER, CHAMPION, move_alias, registe
 from loopline.rollout.experiment import start_experiment
 from loopline.rollout.policy import RampPolicy
 from loopline.rollout.store import EventStore
-from loopline.services.standalone import running_service
 from loopline.settings import Settings
 from tests.model_runs import logged_onnx_run
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 NAME = "promoted"
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield spec.url
 
 
 def test_a_failure_inside_the_promotion_undoes_the_alias_the_router_and_the_record(

@@ -169,7 +169,7 @@ def registry_cases(
 ) -> Callable[[str], SmokeCases]:
     """``version → SmokeCases``: the first ``images`` test images of the labeled version the model
     version was trained on (its ``labeled_version`` tag) under ``data_root``, and their expected logits
-    from the version's ONNX file (downloaded from its training run)."""
+    from the version's ONNX file (downloaded from its training run, on the server ``client`` talks to)."""
 
     def cases(version: str) -> SmokeCases:
         import tempfile
@@ -192,7 +192,7 @@ def registry_cases(
             )
         reader = ImageReader(settings)
         with tempfile.TemporaryDirectory() as tmp:
-            files = fetch_model_files(found.run_id, Path(tmp))
+            files = fetch_model_files(found.run_id, Path(tmp), client.tracking_uri)
             pictures = [reader.open(r.stored_uri) for r in test]
             return reference_cases(pictures, [r.content_hash for r in test], files.onnx, files.input_size)
 

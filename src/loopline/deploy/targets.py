@@ -91,3 +91,23 @@ def _kubernetes_target(
     if in_cluster:  # the Services are reachable: smoke-test each rollout through them
         target.smoke_url = target.url
     return target
+
+
+def open_target(
+    name: str | None, settings: Settings, tracking_uri: str, model: str, data_root: str, smoke_images: int = 8
+) -> DeployTarget:
+    """The target ``name`` (default ``LOOPLINE_DEPLOY_TARGET``) for ``model`` on the MLflow server at
+    ``tracking_uri``, smoke-testing with the test images of ``data_root``.
+
+    Raises:
+        RegistryError: no MLflow server answers at ``tracking_uri``.
+        (and what ``make_target`` raises)"""
+    import mlflow
+
+    from loopline.deploy.smoke import registry_cases
+    from loopline.registry.registry import check_mlflow
+
+    check_mlflow(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    cases = registry_cases(client, settings, model, data_root, smoke_images)
+    return make_target(name or settings.deploy_target, settings, client, tracking_uri, model, cases)
