@@ -95,6 +95,8 @@ def lineage_tags(model: TrainedModelRef, labels: LabeledDatasetRef) -> dict[str,
     return {
         "dataset_version": labels.dataset_version,
         "labeled_version": labels.version,
+        "labeled_manifest_uri": labels.manifest_uri,  # `loopline lineage` reads the labels from here
+        "data_root": labels.data_root,
         "label_studio.project_id": str(labels.project_id),
         "label_studio.export_id": str(labels.export_id),
         "labels.alpha": "" if labels.alpha is None else f"{labels.alpha:.4f}",

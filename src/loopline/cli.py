@@ -318,6 +318,35 @@ def route(
         typer.echo(f"router stopped: {writer.close()}")
 
 
+@app.command("lineage")
+def lineage(
+    what: str = typer.Argument(
+        ..., help="A request id (X-Request-Id), MODEL@ALIAS, MODEL/VERSION or VERSION (of --model)."
+    ),
+    model: str = typer.Option("loopline-classifier", "--model", help="The model of a bare VERSION."),
+    as_json: bool = typer.Option(False, "--json", help="The whole chain as JSON (every training image)."),
+    images: int = typer.Option(10, "--images", help="Training images listed in the text."),
+) -> None:
+    """Which labels, and whose, trained the model answering a request: request → model version → training
+    run and study → labeled manifest → Label Studio projects, annotators, agreement → dataset versions →
+    images. Exits 1 when a link is broken (the chain so far is printed, with where and why)."""
+    from loopline.lineage import parse_query, trace
+    from loopline.lineage_readers import readers_from_settings
+    from loopline.lineage_render import render_lineage
+
+    try:
+        found = trace(parse_query(what, model), readers_from_settings(get_settings()))
+    except LooplineError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=1))
+    else:
+        for line in render_lineage(found, images):
+            typer.echo(line)
+    if not found.complete:
+        raise typer.Exit(code=1)
+
+
 k8s_app = typer.Typer(help="Kubernetes manifests of the model server (deployments/kubernetes/).")
 app.add_typer(k8s_app, name="k8s")
 images_app = typer.Typer(help="Container images: the model server (serve) and the training worker (train).")

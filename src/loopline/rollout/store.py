@@ -303,6 +303,13 @@ class EventStore:
             for row in reversed(rows)
         ]
 
+    def get_request(self, request_id: str) -> RoutedRequest | None:
+        """The routed request with this id (what answered it, when, how), or None when none is stored."""
+        query = sa.select(requests_table).where(requests_table.c.request_id == request_id)
+        with self._connection() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else RoutedRequest(**row._asdict())
+
 
 def unknown_request(request_id: str) -> UnknownRequestId:
     return UnknownRequestId(

@@ -76,6 +76,16 @@ def study_name_for(request: TrainRequest) -> str:
     return f"loopline-{request.labeled_version[:16]}-{hashlib.sha256(setup.encode()).hexdigest()[:8]}"
 
 
+def storage_without_password(url: str) -> str:
+    """The Optuna storage URL as a run tag may show it: where the study lives, never its password."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:  # not a SQLAlchemy URL: show its scheme only
+        return url.split("://", 1)[0] + "://…" if "://" in url else "(not shown)"
+
+
 def find_finished(request: TrainRequest, study_name: str) -> TrainOutcome | None:
     """The outcome of a finished training of this study with as many trials, if one is tracked: a rerun
     returns it instead of logging the same model again."""
@@ -155,6 +165,7 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
                 "torch": torch.__version__,
                 "python": platform.python_version(),
                 "optuna.study": study_name,
+                "optuna.storage": storage_without_password(request.storage),
                 **(request.lineage or {}),
             }
         )
