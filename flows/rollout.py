@@ -2,7 +2,8 @@
 
 Input: the registered model's name, the labeled data's root (for the smoke test), ``DeployParameters``
 and ``RolloutParameters``. Output: a ``RolloutRef`` (the experiment's final state), or None when no
-challenger serves. The router (``loopline route``, managed beside the model servers) sends each user to
+challenger serves. The router (``loopline route``, run beside the model servers on the deploy target: a
+process, a container or a Deployment, :mod:`loopline.rollout.hosts`) sends each user to
 an arm by a sticky hash; the flow evaluates on an interval (always-valid statistics, the ramp policy),
 moves the challenger's weight, rolls back at once when it hurts users, and asks a person (``RolloutReview``:
 ``loopline approve RUN_ID`` or the UI form) before it takes all traffic. Promotion moves the champion alias,
@@ -24,7 +25,7 @@ from prefect.transactions import transaction
 from loopline.deploy.base import DeploymentRecord, DeploymentRefused
 from loopline.rollout.experiment import SETTLED, settle
 from loopline.rollout.report import render_report
-from loopline.rollout.service import await_router, open_store
+from loopline.rollout.service import open_store
 from loopline.settings import get_settings
 from tasks.deploy import DeployParameters, deploy_target
 from tasks.review import RolloutReview, ask_for_review, record_review
@@ -35,6 +36,7 @@ from tasks.rollout import (
     move_champion_alias,
     record_promotion,
     roll_back_rollout,
+    rollout_router,
     route_all_to_challenger,
     start_rollout,
 )
@@ -107,7 +109,7 @@ def _finish_promotion(
     store = open_store(get_settings())
     done = f"promoted: the champion's server serves v{ref.challenger_version}, every user back on it"
     state = settle(store, ref.experiment, "stopped", 0.0, done, "promote")
-    if not await_router(get_settings(), "stopped"):
+    if not rollout_router(deploy).await_state("stopped"):
         logger.warning("the router did not confirm the switch in time; stopping the challenger anyway")
     target.undeploy("challenger", who)
     return RolloutRef.of(state, "promote", (why,))
@@ -115,7 +117,7 @@ def _finish_promotion(
 
 def _retire_challenger(ref: RolloutRef, uri: str, data_root: str, deploy: DeployParameters) -> RolloutRef:
     """Stop the rolled-back challenger's server once the router sends it nobody."""
-    await_router(get_settings(), ref.status)
+    rollout_router(deploy).await_state(ref.status)
     deploy_target(ref.model, uri, data_root, deploy).undeploy("challenger", "loopline")
     get_run_logger().warning("v%s rolled back: %s", ref.challenger_version, "; ".join(ref.reasons)[:400])
     return ref

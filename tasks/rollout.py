@@ -18,9 +18,10 @@ from loopline.deploy.base import DeploymentRecord
 from loopline.registry.registry import CHAMPION, move_alias, resolve_alias
 from loopline.rollout.events import ExperimentState
 from loopline.rollout.experiment import SETTLED, evaluate_experiment, settle, start_experiment
+from loopline.rollout.hosts import RouterHost, router_host
 from loopline.rollout.policy import RampPolicy
 from loopline.rollout.report import render_report
-from loopline.rollout.service import ensure_router, open_store
+from loopline.rollout.service import open_store
 from loopline.rollout.stats import AbConfig
 from loopline.settings import get_settings
 from tasks.deploy import DeployParameters, deploy_target
@@ -70,6 +71,12 @@ class RolloutRef(BaseModel):
         )
 
 
+def rollout_router(deploy: DeployParameters) -> RouterHost:
+    """The router on the deploy target of ``deploy`` (a process, a container or a Deployment)."""
+    settings = get_settings()
+    return router_host(deploy.target or settings.deploy_target, settings)
+
+
 def _publish_report(name: str) -> None:
     store = open_store(get_settings())
     found = store.get_experiment(name)
@@ -100,7 +107,7 @@ def start_rollout(
         store, model, (champion.version, champion.url), (challenger.version, challenger.url), params.ramp
     )
     if state.status not in SETTLED:
-        url = ensure_router(settings, model)
+        url = rollout_router(deploy).ensure(model)
         logger.info("experiment %s: %s at %.0f%% through the router at %s", state.name, state.status,
                     100 * state.weight, url)  # fmt: skip
     _publish_report(state.name)

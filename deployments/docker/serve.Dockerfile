@@ -1,4 +1,5 @@
-# The model server: `loopline serve` on port 8080 (onnxruntime + FastAPI + MLflow's registry client).
+# The model server, `loopline serve` on port 8080 (onnxruntime + FastAPI + MLflow's registry client), and
+# the A/B router, `loopline route` (SQLAlchemy + psycopg for its event store).
 # No torch, no Prefect. Built by `loopline images build serve`, which stages this file with
 # requirements.txt (the serving subset of requirements/requirements.lock), constraints.txt (the lock),
 # wheels/ (the dependencies, downloaded on the host: the build itself needs no network) and

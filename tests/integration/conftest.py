@@ -1,5 +1,6 @@
 """Fixtures several integration modules share: a real MLflow server per module (its URL, also the
-process's tracking URI) and the Kubernetes API stand-in with a client of it."""
+process's tracking URI), the Kubernetes API stand-in with a client of it, and a real Docker engine (started
+when none answers) with a registry and the serving image built from this checkout, once per session."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from loopline.deploy.images import BuiltImage, build_image
 from loopline.services.standalone import running_service
+from tests.docker_engine import docker_engine, ensure_base_image, image_registry
 from tests.k8s_stub import FakeKubernetesApi, running_k8s_stub
 from tests.platform import ROOT
 
@@ -34,3 +37,34 @@ def api_client(stub: FakeKubernetesApi) -> Iterator[Any]:
 
     with client.ApiClient(client.Configuration(host=stub.url)) as api_client:
         yield api_client
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    """A ``docker.DockerClient`` of a real engine; DOCKER_HOST points at it meanwhile."""
+    import os
+
+    import docker
+
+    with docker_engine() as host:
+        old = os.environ.get("DOCKER_HOST")
+        os.environ["DOCKER_HOST"] = host
+        try:
+            yield docker.DockerClient(base_url=host)
+        finally:
+            if old is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = old
+
+
+@pytest.fixture(scope="session")
+def local_registry() -> Iterator[str]:
+    with image_registry() as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def serving_image(engine: Any, local_registry: str) -> BuiltImage:
+    """The serving image (model server and A/B router), built and pushed to ``local_registry``."""
+    return build_image("serve", push=local_registry, base=ensure_base_image(engine))

@@ -7,8 +7,6 @@ reload (same container), starts nothing on a rerun, rolls back, and undeploys.""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,60 +16,32 @@ import pytest
 
 from loopline.deploy.docker import ContainerServers, DockerTarget, container_name
 from loopline.deploy.history import read_history
-from loopline.deploy.images import BuiltImage, DockerEngineUnavailable, build_image, image_tag, project_root
+from loopline.deploy.images import BuiltImage, DockerEngineUnavailable, image_tag, project_root
 from loopline.deploy.smoke import SmokeCases, reference_cases
 from loopline.errors import ServiceError
 from loopline.registry.artifacts import fetch_model_files
 from loopline.registry.registry import audit_trail
 from loopline.services.process import free_port, port_in_use
 from loopline.settings import Settings
-from tests.docker_engine import docker_engine, ensure_base_image, image_registry
 from tests.model_runs import registered_version, smoke_pictures
 
 pytestmark = pytest.mark.integration
 NAME = "boxed"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    import docker
-
-    with docker_engine() as host:
-        old = os.environ.get("DOCKER_HOST")
-        os.environ["DOCKER_HOST"] = host
-        try:
-            yield docker.DockerClient(base_url=host)
-        finally:
-            if old is None:
-                os.environ.pop("DOCKER_HOST", None)
-            else:
-                os.environ["DOCKER_HOST"] = old
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[str]:
-    with image_registry() as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def image(engine: Any, registry: str) -> BuiltImage:
-    return build_image("serve", push=registry, base=ensure_base_image(engine))
-
-
 def test_the_serving_image_is_built_hermetically_pushed_and_runs_as_non_root(
-    engine: Any, registry: str, image: BuiltImage
+    engine: Any, local_registry: str, serving_image: BuiltImage
 ) -> None:
     tag = image_tag("serve", project_root())
-    assert tag in image.tags and "loopline-serve:latest" in image.tags
-    remote = f"{registry}/{tag}"
-    assert image.pushed == (remote,)
-    catalog = httpx.get(f"http://{registry}/v2/_catalog").json()
+    assert tag in serving_image.tags and "loopline-serve:latest" in serving_image.tags
+    remote = f"{local_registry}/{tag}"
+    assert serving_image.pushed == (remote,)
+    catalog = httpx.get(f"http://{local_registry}/v2/_catalog").json()
     assert "loopline-serve" in catalog["repositories"]
     engine.images.remove(remote)
     pulled = engine.images.pull(remote.rsplit(":", 1)[0], tag=remote.rsplit(":", 1)[1])
-    assert pulled.id == image.image_id  # the registry gives back the very image
-    config = engine.images.get(image.image_id).attrs["Config"]
+    assert pulled.id == serving_image.image_id  # the registry gives back the very image
+    config = engine.images.get(serving_image.image_id).attrs["Config"]
     assert config["User"] == "10001:10001" and config["Entrypoint"] == ["loopline"]
     assert "/v2/health/ready" in " ".join(config["Healthcheck"]["Test"])
     script = (
@@ -79,15 +49,17 @@ def test_the_serving_image_is_built_hermetically_pushed_and_runs_as_non_root(
         "print(importlib.util.find_spec('torch') is None, importlib.util.find_spec('prefect') is None); "
         "sys.exit(subprocess.run([sys.executable, '-m', 'pip', 'check']).returncode)"
     )
-    out = engine.containers.run(image.image_id, ["-c", script], entrypoint="python3", remove=True)
+    out = engine.containers.run(serving_image.image_id, ["-c", script], entrypoint="python3", remove=True)
     assert out.decode().splitlines()[0] == "True True", out  # no torch, no Prefect
     assert "No broken requirements found" in out.decode(), out
-    assert 0 < image.size_bytes < 1_000_000_000, f"the serving image is {image.size_bytes / 1e6:.0f} MB"
-    print(f"serving image {tag}: {image.size_bytes / 1e6:.0f} MB")
+    assert 0 < serving_image.size_bytes < 1_000_000_000, (
+        f"the serving image is {serving_image.size_bytes / 1e6:.0f} MB"
+    )
+    print(f"serving image {tag}: {serving_image.size_bytes / 1e6:.0f} MB")
 
 
 def test_the_docker_target_deploys_refuses_switches_and_rolls_back(
-    engine: Any, image: BuiltImage, tracking_uri: str, tmp_path: Path
+    engine: Any, serving_image: BuiltImage, tracking_uri: str, tmp_path: Path
 ) -> None:
     client = mlflow.MlflowClient(tracking_uri)
     v1, v2, v3 = (registered_version(client, NAME, tmp_path / str(i), broken=i == 2) for i in range(1, 4))
@@ -97,7 +69,7 @@ def test_the_docker_target_deploys_refuses_switches_and_rolls_back(
         serve_port_challenger=free_port(),
         mlflow_tracking_uri=tracking_uri,
         smoke_max_latency_ms=1000,
-        serve_image=image.tags[0],
+        serve_image=serving_image.tags[0],
     )
 
     def cases(version: str) -> SmokeCases:

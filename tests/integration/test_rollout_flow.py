@@ -1,8 +1,8 @@
 """The ab-test flow against real parts: an MLflow registry, champion and challenger `loopline serve`
 processes, the router process on the event store, and the demo traffic client. The challenger's server is
 killed mid-experiment: every user is still answered (by the champion), the error-rate guardrail trips, the
-flow rolls the challenger back (weight 0, the version tagged with the reasons), and the champion alias
-never moves."""
+flow rolls the challenger back (weight 0, the version tagged with the reasons, the
+``loopline.rollout.rolled-back`` event on the Prefect server), and the champion alias never moves."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -26,6 +27,21 @@ from tests.model_runs import logged_onnx_run
 
 pytestmark = pytest.mark.integration
 NAME = "ab-tested"
+
+
+def rolled_back_events(timeout: float = 30.0) -> list[Any]:
+    """The ``loopline.rollout.rolled-back`` events the Prefect server received (delivered asynchronously)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as prefect:
+        while True:  # a new filter each time: its window ends when it is made
+            wanted = EventFilter(event=EventNameFilter(name=["loopline.rollout.rolled-back"]))
+            events = prefect.read_events(wanted, limit=50).events  # the server's maximum
+            if events or time.monotonic() > deadline:
+                return list(events)
+            time.sleep(0.5)
 
 
 def test_a_challenger_that_dies_mid_experiment_is_rolled_back_and_users_are_still_answered(
@@ -94,6 +110,7 @@ def test_a_challenger_that_dies_mid_experiment_is_rolled_back_and_users_are_stil
             result = rollout_flow(
                 NAME, str(tmp_path / "data"), DeployParameters(promote_directly=False), params
             )
+            delivered = rolled_back_events()
         for thread in threads:
             thread.join(timeout=90)
         assert killed.is_set()
@@ -105,6 +122,9 @@ def test_a_challenger_that_dies_mid_experiment_is_rolled_back_and_users_are_stil
             and "error rate" in version.tags["rollout.reasons"]
         )
         assert client.get_model_version_by_alias(NAME, CHAMPION).version == v1
+        [event] = delivered  # the Prefect server holds the event automations act on
+        assert event.resource.id == f"loopline.model.{NAME}" and event.payload["version"] == v2
+        assert any("error rate" in reason for reason in event.payload["reasons"])
         [seen] = stats
         assert seen.answered and set(seen.answered) == {200}, seen.summary()  # every user answered
         store = EventStore(settings.resolved_event_store_url)

@@ -56,12 +56,7 @@ class ContainerServers:
         return f"http://{self.settings.host}:{role_port(self.settings, role)}"
 
     def _container(self, name: str) -> Any | None:
-        import docker
-
-        try:
-            return self.docker.containers.get(name)
-        except docker.errors.NotFound:
-            return None
+        return find_container(self.docker, name)
 
     def running(self, role: Role) -> str | None:
         found = self._container(container_name(self.model, role))
@@ -154,15 +149,29 @@ class ContainerServers:
             ) from exc
 
     def _remove(self, name: str) -> bool:
-        """Stop (politely, then by force) and remove the container; True when one was running."""
-        found = self._container(name)
-        if found is None:
-            return False
-        was_running = found.status == "running"
-        if was_running:
-            found.stop(timeout=10)
-        found.remove(force=True)
-        return bool(was_running)
+        return remove_container(self.docker, name)
+
+
+def find_container(client: Any, name: str) -> Any | None:
+    """The container ``name`` of the engine ``client``, None when there is none."""
+    import docker
+
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def remove_container(client: Any, name: str) -> bool:
+    """Stop (politely, then by force) and remove the container; True when one was running."""
+    found = find_container(client, name)
+    if found is None:
+        return False
+    was_running = found.status == "running"
+    if was_running:
+        found.stop(timeout=10)
+    found.remove(force=True)
+    return bool(was_running)
 
 
 def _ready(url: str) -> bool:

@@ -31,6 +31,7 @@ SERVE_PACKAGES = (
     "onnxruntime", "numpy", "pillow", "fastapi", "uvicorn", "httptools", "prometheus-client",
     "python-multipart", "httpx", "pydantic", "pydantic-settings", "mlflow-skinny",
     "typer",  # the `loopline` command
+    "sqlalchemy", "psycopg", "psycopg-binary",  # the A/B router (`loopline route`) and its event store
 )  # fmt: skip
 # What the wheels are for: the images' interpreter, whatever the host runs. pip does not widen a
 # --platform tag to older glibc versions, so every manylinux tag up to the base image's glibc (Debian
@@ -141,9 +142,12 @@ def _run(command: list[str], cwd: Path) -> None:
 
 
 def wheel_cache(kind: ImageKind, root: Path) -> Path:
-    """The wheels of an image's dependencies, downloaded once per lock: ``~/.cache/loopline/wheels/``."""
-    lock_hash = hashlib.sha256((root / "requirements" / "requirements.lock").read_bytes()).hexdigest()[:12]
-    return Path.home() / ".cache" / "loopline" / "wheels" / f"{kind}-{lock_hash}"
+    """The wheels of an image's dependencies, downloaded once per lock and package list:
+    ``~/.cache/loopline/wheels/KIND-HASH``."""
+    lock = root / "requirements" / "requirements.lock"
+    wanted = "\n".join(requirements_subset(kind, lock)).encode()
+    key = hashlib.sha256(lock.read_bytes() + b"\0" + wanted).hexdigest()[:12]
+    return Path.home() / ".cache" / "loopline" / "wheels" / f"{kind}-{key}"
 
 
 def download_wheels(kind: ImageKind, root: Path) -> Path:

@@ -125,10 +125,7 @@ def templates_dir() -> Path:
     return found
 
 
-def render_manifests(
-    params: ServingManifestParams, flavour: Literal["plain", "kserve"] = "plain"
-) -> list[dict[str, Any]]:
-    """The manifests of one model server, as dicts in apply order."""
+def _environment() -> Any:
     import jinja2
 
     env = jinja2.Environment(
@@ -138,12 +135,25 @@ def render_manifests(
         autoescape=False,
     )
     env.policies["json.dumps_function"] = json.dumps  # plain JSON (valid YAML), no HTML escaping
+    return env
+
+
+def render_templates(names: tuple[str, ...], context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The templates ``names`` of ``deployments/kubernetes/`` rendered with ``context``, as dicts."""
+    env = _environment()
+    return [yaml.safe_load(env.get_template(name).render(context)) for name in names]
+
+
+def render_manifests(
+    params: ServingManifestParams, flavour: Literal["plain", "kserve"] = "plain"
+) -> list[dict[str, Any]]:
+    """The manifests of one model server, as dicts in apply order."""
+    env = _environment()
     context = _context(params)
     context["container_name"] = "kserve-container" if flavour == "kserve" else "server"
     context["container"] = env.get_template("_container.yaml.j2").render(context).strip()
     context["pod"] = env.get_template("_pod.yaml.j2").render(context).strip()
-    names = KSERVE_TEMPLATES if flavour == "kserve" else PLAIN_TEMPLATES
-    return [yaml.safe_load(env.get_template(name).render(context)) for name in names]
+    return render_templates(KSERVE_TEMPLATES if flavour == "kserve" else PLAIN_TEMPLATES, context)
 
 
 def to_yaml(docs: list[dict[str, Any]]) -> str:

@@ -54,21 +54,28 @@ def make_target(
     return LocalTarget(settings, client, tracking_uri, model, cases)
 
 
-def _kubernetes_target(
-    settings: Settings, client: Any, tracking_uri: str, model: str, cases: Callable[[str], SmokeCases]
-) -> DeployTarget:
+def in_cluster() -> bool:
+    """True inside a Kubernetes pod (the Services are reachable by their cluster DNS names)."""
+    import os
+
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def kubernetes_api_client() -> Any:
+    """A ``kubernetes.client.ApiClient`` of the cluster of the pod this runs in, else of the kubeconfig
+    (``KUBECONFIG``, ``~/.kube/config``).
+
+    Raises:
+        KubernetesApplyFailed: no cluster is configured."""
     import os
 
     from kubernetes import client as k8s
     from kubernetes import config
 
     from loopline.deploy.k8s_apply import KubernetesApplyFailed
-    from loopline.deploy.k8s_target import KubernetesTarget
-    from loopline.deploy.kubernetes import ServingManifestParams
 
-    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
     try:
-        if in_cluster:
+        if in_cluster():
             config.load_incluster_config()
         else:
             # read KUBECONFIG now (the client reads it once, at import)
@@ -78,6 +85,16 @@ def _kubernetes_target(
             f"No Kubernetes cluster is configured ({exc}). To fix this, point KUBECONFIG at a kubeconfig "
             "(or run inside the cluster), or choose another deploy target (LOOPLINE_DEPLOY_TARGET=local)."
         ) from exc
+    return k8s.ApiClient()
+
+
+def _kubernetes_target(
+    settings: Settings, client: Any, tracking_uri: str, model: str, cases: Callable[[str], SmokeCases]
+) -> DeployTarget:
+    from loopline.deploy.k8s_target import KubernetesTarget
+    from loopline.deploy.kubernetes import ServingManifestParams
+
+    api_client = kubernetes_api_client()
     params = ServingManifestParams(
         name=settings.k8s_name,
         namespace=settings.k8s_namespace,
@@ -86,9 +103,9 @@ def _kubernetes_target(
         secret_name=settings.k8s_secret,
     )
     target = KubernetesTarget(
-        settings, client, tracking_uri, model, cases, k8s.ApiClient(), params, settings.k8s_rollout_timeout
+        settings, client, tracking_uri, model, cases, api_client, params, settings.k8s_rollout_timeout
     )
-    if in_cluster:  # the Services are reachable: smoke-test each rollout through them
+    if in_cluster():  # the Services are reachable: smoke-test each rollout through them
         target.smoke_url = target.url
     return target
 

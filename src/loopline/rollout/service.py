@@ -63,18 +63,15 @@ def ensure_router(settings: Settings, model: str) -> str:
     return spec.url
 
 
-def await_router(settings: Settings, status: str, timeout: float = 30.0) -> bool:
-    """Wait until the local router routes by an experiment in ``status`` (it re-reads the state every few
-    seconds), so a server it no longer sends anyone to can be stopped. True when it does (or none runs)."""
+def await_status(url: str, status: str, timeout: float = 30.0) -> bool:
+    """Wait until the router at ``url`` routes by an experiment in ``status`` (it re-reads the state every
+    few seconds), so a server it no longer sends anyone to can be stopped. True when it does."""
     import time
 
-    spec = router_spec(settings, "")
-    if process.running_pid(spec) is None:
-        return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{spec.url}/healthz", timeout=2.0).json().get("state") == status:
+            if httpx.get(f"{url}/healthz", timeout=2.0).json().get("state") == status:
                 return True
         except (httpx.HTTPError, ValueError):
             pass
@@ -82,5 +79,19 @@ def await_router(settings: Settings, status: str, timeout: float = 30.0) -> bool
     return False
 
 
+def await_router(settings: Settings, status: str, timeout: float = 30.0) -> bool:
+    """:func:`await_status` for the local router; True at once when none runs."""
+    spec = router_spec(settings, "")
+    if process.running_pid(spec) is None:
+        return True
+    return await_status(spec.url, status, timeout)
+
+
 def stop_router(settings: Settings) -> bool:
     return process.stop(ProcessSpec(ROUTER, ["loopline"], settings.resolved_home, "", lambda: False))
+
+
+def running_router(settings: Settings) -> str | None:
+    """"pid N" of the local router, None when none runs."""
+    pid = process.running_pid(ProcessSpec(ROUTER, ["loopline"], settings.resolved_home, "", lambda: False))
+    return None if pid is None else f"pid {pid}"
