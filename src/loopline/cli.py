@@ -366,19 +366,33 @@ def k8s_render(
     max_replicas: int = typer.Option(4, "--max-replicas"),
     secret: str = typer.Option("loopline-serving", "--secret", help="Secret with the MLflow/S3 settings."),
     kserve: bool = typer.Option(False, "--kserve", help="A KServe InferenceService instead."),
+    router: bool = typer.Option(
+        False,
+        "--router",
+        help="The A/B router instead (NAME-router; reads LOOPLINE_EVENT_STORE_URL from the Secret).",
+    ),
 ) -> None:
-    """Print the model server's manifests as YAML (validated), for GitOps or `kubectl apply -f -`."""
+    """Print the model server's (or the A/B router's) manifests as YAML (validated), for GitOps or
+    `kubectl apply -f -`."""
     from pydantic import ValidationError
 
     from loopline.deploy.kubernetes import ServingManifestParams, render_manifests, to_yaml, validate
+    from loopline.rollout.k8s_router import RouterManifestParams, render_router_manifests
 
     try:
-        params = ServingManifestParams.model_validate(
-            {"name": name, "namespace": namespace, "image": image, "model_name": model, "role": role,
-             "alias": alias, "version": version, "min_replicas": min_replicas,
-             "max_replicas": max_replicas, "secret_name": secret}
-        )  # fmt: skip
-        docs = render_manifests(params, "kserve" if kserve else "plain")
+        if router:
+            docs = render_router_manifests(
+                RouterManifestParams(
+                    name=name, namespace=namespace, image=image, model_name=model, secret_name=secret
+                )
+            )
+        else:
+            params = ServingManifestParams.model_validate(
+                {"name": name, "namespace": namespace, "image": image, "model_name": model, "role": role,
+                 "alias": alias, "version": version, "min_replicas": min_replicas,
+                 "max_replicas": max_replicas, "secret_name": secret}
+            )  # fmt: skip
+            docs = render_manifests(params, "kserve" if kserve else "plain")
         validate(docs)
     except (LooplineError, ValidationError) as exc:
         _fail(exc)
