@@ -357,4 +357,11 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert "always-valid interval" in report and "data:image/png;base64," in report
         listed = run(["loopline", "deployments"], env)
         assert listed.returncode == 0 and f"v{v2.version}" in listed.stdout, listed.stdout + listed.stderr
+        # which labels, and whose, trained the model answering this request (the router has flushed it)
+        traced = run(["loopline", "lineage", routed.headers["X-Request-Id"], "--json"], env)
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        chain = json.loads(traced.stdout)
+        assert chain["complete"] and chain["model"]["version"] == v2.version
+        assert chain["labels"]["version"] == v2.tags["labeled_version"] and chain["labels"]["annotators"]
+        assert len(chain["datasets"]) == 2 and chain["images"]  # both rounds' images, by content hash
     assert not port_in_use("127.0.0.1", serve_port)  # `loopline services down` stopped the model server
