@@ -36,6 +36,18 @@ class RoutedRequest:
 
 
 @dataclass(frozen=True)
+class ServedSample:
+    """A served image kept for monitoring and for labeling (the router's sample, off unless enabled): its
+    bytes content-addressed in the data root (``production/<sha256>.<ext>``), its prediction in the
+    routed request of the same id."""
+
+    request_id: str
+    content_hash: str  # sha256 of the image bytes, hex
+    uri: str  # where the bytes are stored
+    at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True)
 class Feedback:
     """The outcome of a request, known later: its true label, or only whether the answer was correct."""
 

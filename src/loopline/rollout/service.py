@@ -92,6 +92,6 @@ def stop_router(settings: Settings) -> bool:
 
 
 def running_router(settings: Settings) -> str | None:
-    """"pid N" of the local router, None when none runs."""
+    """The local router as "pid N"; None when none runs."""
     pid = process.running_pid(ProcessSpec(ROUTER, ["loopline"], settings.resolved_home, "", lambda: False))
     return None if pid is None else f"pid {pid}"

@@ -31,7 +31,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from loopline.errors import LooplineError
-from loopline.rollout.events import VARIANTS, Decision, ExperimentState, Feedback, RoutedRequest, Variant
+from loopline.rollout.events import (
+    VARIANTS,
+    Decision,
+    ExperimentState,
+    Feedback,
+    RoutedRequest,
+    ServedSample,
+    Variant,
+)
 from loopline.rollout.store_tables import (
     decisions_table,
     decode_numbers,
@@ -40,6 +48,7 @@ from loopline.rollout.store_tables import (
     feedback_table,
     metadata,
     requests_table,
+    samples_table,
 )
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
@@ -309,6 +318,42 @@ class EventStore:
         with self._connection() as connection:
             row = connection.execute(query).first()
         return None if row is None else RoutedRequest(**row._asdict())
+
+    # --- served samples --------------------------------------------------------------------------------
+
+    def insert_samples(self, rows: Sequence[ServedSample]) -> None:
+        """Write a batch of served samples in one transaction; request ids already stored are skipped."""
+        if rows:
+            with self._connection() as connection:
+                values = [{f: getattr(row, f) for f in ServedSample.__dataclass_fields__} for row in rows]
+                connection.execute(self._insert(samples_table), values)
+
+    def list_samples(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[ServedSample, RoutedRequest | None]]:
+        """Served samples kept in ``[since, until)`` (all when None), oldest first, each with its routed
+        request (None when that row was lost: the router's buffer is flushed separately)."""
+        s, r = samples_table.c, requests_table.c
+        where = ([s.at >= since] if since else []) + ([s.at < until] if until else [])
+        query = (
+            sa.select(samples_table, requests_table)
+            .select_from(samples_table.outerjoin(requests_table, r.request_id == s.request_id))
+            .where(*where)
+            .order_by(s.at, s.request_id)
+        )
+        with self._connection() as connection:
+            rows = connection.execute(query).all()
+        fields, found = list(ServedSample.__dataclass_fields__), []
+        request_fields = list(RoutedRequest.__dataclass_fields__)
+        for row in rows:
+            values = tuple(row)
+            sample = ServedSample(**dict(zip(fields, values[: len(fields)], strict=True)))
+            rest = dict(zip([c.name for c in requests_table.columns], values[len(fields) :], strict=True))
+            request = (
+                None if rest["request_id"] is None else RoutedRequest(**{k: rest[k] for k in request_fields})
+            )
+            found.append((sample, request))
+        return found
 
 
 def unknown_request(request_id: str) -> UnknownRequestId:

@@ -67,6 +67,16 @@ feedback_table = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
 )
 
+samples_table = sa.Table(
+    "served_samples",
+    metadata,
+    sa.Column("request_id", sa.String, primary_key=True),
+    sa.Column("content_hash", sa.String, nullable=False),
+    sa.Column("uri", sa.String, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_served_samples_at", "at"),
+)
+
 experiments_table = sa.Table(
     "experiments",
     metadata,
