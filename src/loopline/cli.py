@@ -154,6 +154,36 @@ def datasets(data_root: str = typer.Option(None, help="Default: LOOPLINE_DATA_RO
         typer.echo(f"(models not shown: {why_not})")
 
 
+@app.command("gc")
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be freed; delete nothing."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Every item, kept or removed, and why."),
+) -> None:
+    """Remove old Prefect results, stored images no manifest or registered model names, old Label Studio
+    exports and stopped model servers' files (ages: LOOPLINE_GC_*); never what is still referenced."""
+    from loopline.retention.plan import Plan, render_plan
+    from loopline.retention.sweep import plan_gc, sweep
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # splits.json downloads
+    settings = get_settings()
+    try:
+        plan = plan_gc(settings)
+    except LooplineError as exc:
+        _fail(exc)
+    failed: tuple[str, ...] = ()
+    if not dry_run:
+        result = sweep(plan, settings)
+        removed = set(result.removed)
+        plan = Plan(tuple(d for d in plan.decisions if not d.remove or d.item in removed), plan.skipped)
+        failed = result.failed
+    for line in render_plan(plan, dry_run, verbose):
+        typer.echo(line)
+    for line in failed:
+        typer.secho(f"not removed: {line}", fg=typer.colors.YELLOW, err=True)
+    if failed:
+        raise typer.Exit(code=1)
+
+
 @app.command("approve")
 def approve(
     run_id: str = typer.Argument(None, help="The flow run waiting at an approval."),

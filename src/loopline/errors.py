@@ -81,3 +81,8 @@ class ModelLoadError(LooplineError):
 
 class QueueFull(LooplineError):
     """The model server's request queue is full; the client should retry later."""
+
+
+class ReferencesUnavailable(LooplineError):
+    """Retention cannot read what is still referenced (a registry or manifest cannot be read): it deletes
+    nothing rather than guess."""

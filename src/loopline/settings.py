@@ -90,6 +90,29 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the Optuna studies (e.g. postgresql://user:password@host/db, shared "
         "by training workers); a secret, never a flow parameter. Default: SQLite in LOOPLINE_HOME.",
     )
+    gc_result_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="`loopline gc` removes Prefect result files older than this (days), unless a run that "
+        "has not finished refers to them.",
+    )
+    gc_blob_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="`loopline gc` leaves stored images no manifest names alone for this long (hours): a "
+        "collect stores its images before it writes their manifest.",
+    )
+    gc_export_keep: int = Field(
+        default=3,
+        ge=1,
+        description="`loopline gc` keeps this many of the newest loopline snapshot exports per Label "
+        "Studio project (and every export a labeled manifest or a registered model names).",
+    )
+    gc_server_log_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="`loopline gc` removes a stopped local model server's log once older than this (days).",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1")
     s3_access_key_id: SecretStr | None = None

@@ -10,6 +10,8 @@ import contextlib
 import os
 import threading
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +21,15 @@ from loopline.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored key with its size and last-modified time (UTC)."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 class DataStore(Protocol):
@@ -32,6 +43,8 @@ class DataStore(Protocol):
     def get_bytes(self, key: str) -> bytes: ...
     def check_writable(self) -> None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
+    def list_objects(self, prefix: str) -> list[StoredObject]: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalStore:
@@ -75,6 +88,18 @@ class LocalStore:
         if not folder.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        objects = []
+        for key in self.list_keys(prefix):
+            with contextlib.suppress(FileNotFoundError):  # removed since it was listed
+                stat = self.path(key).stat()
+                when = datetime.fromtimestamp(stat.st_mtime, UTC)
+                objects.append(StoredObject(key, stat.st_size, when))
+        return objects
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def check_writable(self) -> None:
         probe = f".write-check-{uuid.uuid4().hex}"
@@ -128,6 +153,20 @@ class S3Store:
         for page in pages:
             keys.extend(obj["Key"][start:] for obj in page.get("Contents", []))
         return sorted(keys)
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        objects: list[StoredObject] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                objects.append(StoredObject(obj["Key"][start:], obj["Size"], obj["LastModified"]))
+        return sorted(objects, key=lambda o: o.key)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def check_writable(self) -> None:
         from botocore.exceptions import ClientError

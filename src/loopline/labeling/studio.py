@@ -296,6 +296,21 @@ class LabelStudio:
         """Every task with its annotations and predictions."""
         return list(self._tasks(project_id, "all"))
 
+    def exports(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's exports (id, title, status, created_at, ...), as Label Studio lists them."""
+        return list(self.request("GET", f"/api/projects/{project_id}/exports", project_id=project_id) or [])
+
+    def export_size(self, project_id: int, export_id: int) -> int | None:
+        """Bytes of an export's JSON file (its download's length, the body left unread); None if unknown."""
+        path = f"/api/projects/{project_id}/exports/{export_id}/download"
+        with self._client.stream("GET", path, params={"exportType": "JSON"}) as response:
+            length = response.headers.get("content-length", "")
+            return int(length) if response.status_code == 200 and length.isdigit() else None
+
+    def delete_export(self, project_id: int, export_id: int) -> None:
+        """Delete an export and its file (Label Studio removes the file with the record)."""
+        self.request("DELETE", f"/api/projects/{project_id}/exports/{export_id}", project_id=project_id)
+
     def snapshot_export(
         self, project_id: int, title: str, timeout: float = 300.0
     ) -> tuple[int, list[dict[str, Any]]]:
