@@ -22,9 +22,10 @@ from pydantic import BaseModel, Field, model_validator
 from loopline.data.collect import CollectOptions, CollectResult, collect
 from loopline.data.images import ImageLimits
 from loopline.data.report import collect_counts_rows, render_collect_summary
-from loopline.data.sources import open_source
+from loopline.data.sources import CombinedSource, open_source
 from loopline.data.splits import SplitFractions, check_split_fractions
 from loopline.data.store import open_store
+from loopline.rollout.sampling import PREFIX as SAMPLE_PREFIX
 from loopline.settings import get_settings
 from tasks.retry import retry_on_transient_io
 
@@ -50,6 +51,11 @@ class CollectParameters(BaseModel):
         default=0.15, ge=0, lt=1, description="Share of each label held out for test."
     )
     seed: int = Field(default=0, description="Seed of the deterministic split.")
+    production_sample: bool = Field(
+        default=False,
+        description="Also collect the A/B router's sample of served images (DATA_ROOT/production/, kept "
+        "when LOOPLINE_ROUTER_SAMPLE_RATE > 0): production data goes to labeling with the rest.",
+    )
 
     @model_validator(mode="after")
     def _train_keeps_data(self) -> Self:
@@ -96,8 +102,12 @@ def collect_images(params: CollectParameters) -> DatasetRef:
     progress_id = create_progress_artifact(progress=0.0, key="collect-progress", description="Files checked")
     assert isinstance(progress_id, UUID)  # the sync API returns the id itself
     logger.info("Collecting %s into %s", params.source, data_root)
+    source = open_source(params.source, settings)
+    if params.production_sample:
+        served = open_source(f"{data_root.rstrip('/')}/{SAMPLE_PREFIX}", settings)
+        source = CombinedSource(source, [served])
     result = collect(
-        open_source(params.source, settings),
+        source,
         open_store(data_root, settings),
         options,
         _ProgressReporter(progress_id),

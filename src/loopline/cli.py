@@ -342,8 +342,22 @@ def route(
         _fail(exc)
     writer = BufferedEventWriter(store)
     where = RouterSettings(host=host or settings.host, port=port or settings.router_port)
+    sampler = None
+    if where.sample_rate > 0:
+        from loopline.data.store import open_store as open_data_store
+        from loopline.rollout.sampling import ServedImageSampler
+
+        try:
+            images = open_data_store(settings.resolved_data_root, settings)
+            images.check_writable()
+        except LooplineError as exc:
+            _fail(exc)
+        sampler = ServedImageSampler(where.sample_rate, images, store.insert_samples)
+        typer.echo(f"keeping {where.sample_rate:.1%} of served images in {images.uri('production')}")
     try:
-        run_router(where, lambda: store.latest_experiment(model), writer, writer.feedback_is_known)
+        run_router(
+            where, lambda: store.latest_experiment(model), writer, writer.feedback_is_known, sampler=sampler
+        )
     finally:
         typer.echo(f"router stopped: {writer.close()}")
 

@@ -144,6 +144,7 @@ def run(
     status: str = "running",
     known: Callable[[str], bool] | None = None,
     sink: MemorySink | None = None,
+    sampler: Any = None,
     **settings: Any,
 ) -> None:
     async def body() -> None:
@@ -165,7 +166,7 @@ def run(
         )
         states = [state]
         memory = sink or MemorySink()
-        router = create_router(RouterSettings(**settings), lambda: states[-1], memory, known)
+        router = create_router(RouterSettings(**settings), lambda: states[-1], memory, known, sampler=sampler)
         transport = httpx.ASGITransport(app=router)
         async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
             try:
@@ -637,3 +638,32 @@ def test_the_sink_is_closed_when_the_router_shuts_down() -> None:
 
     asyncio.run(asyncio.wait_for(lifespan(), timeout=10))
     assert sink.closed == 1
+
+
+class MemorySampler:
+    def __init__(self) -> None:
+        self.offered: list[tuple[str, bytes]] = []
+        self.closed = False
+
+    def offer(self, request_id: str, body: bytes) -> None:
+        self.offered.append((request_id, body))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_each_image_answered_200_is_offered_to_the_sampler_and_nothing_else() -> None:
+    sampler = MemorySampler()
+
+    async def test(h: Harness) -> None:
+        answered = await h.predict("u1", **{"X-Request-Id": "kept-1"})
+        assert answered.status_code == 200
+        h.champion.status = h.challenger.status = 500
+        failed = await h.client.post("/v1/predict", content=b"\x89PNG x", headers={"X-User-Id": "u2"})
+        assert failed.status_code == 500
+        h.champion.status = h.challenger.status = 200
+        await h.client.post("/v2/models/m/infer", json={"inputs": []}, headers={"X-User-Id": "u3"})
+
+    run(test, sampler=sampler)
+    assert sampler.offered == [("kept-1", b"\x89PNG fake")]  # not the 500, not the v2 tensors
+    assert sampler.closed  # closed with the router, so what it holds is written

@@ -133,3 +133,31 @@ def open_source(uri: str, settings: Settings) -> Source:
     if uri.startswith("s3://"):
         return S3PrefixSource(uri, make_s3_client(settings))
     return LocalFolderSource(uri)
+
+
+class CombinedSource:
+    """Several sources collected as one dataset version, e.g. a round's folder and the router's sample of
+    served images. The first source is required; the others are optional: one that is missing or empty
+    adds nothing (the production sample before the router kept anything)."""
+
+    def __init__(self, required: Source, optional: list[Source]) -> None:
+        self.sources = [required, *optional]
+        self.uri = " + ".join(source.uri for source in self.sources)
+        self._owner: dict[str, Source] = {}
+
+    def list_files(self) -> list[SourceFile]:
+        files = []
+        for index, source in enumerate(self.sources):
+            try:
+                found = source.list_files()
+            except (SourceNotFound, EmptySource):
+                if index == 0:
+                    raise
+                continue
+            for file in found:
+                self._owner.setdefault(file.uri, source)
+            files += found
+        return files
+
+    def read(self, file: SourceFile) -> bytes:
+        return self._owner.get(file.uri, self.sources[0]).read(file)

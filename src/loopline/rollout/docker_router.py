@@ -7,8 +7,10 @@ the same hardening: non-root, read-only root filesystem, no capabilities, ``no-n
 The router reads and writes the event store at ``LOOPLINE_EVENT_STORE_URL``. With the embedded default,
 SQLite in ``LOOPLINE_HOME/events.db``, that folder is mounted at the same path and the container runs as
 the calling user so that it can write the database (and its WAL) there; with PostgreSQL nothing is
-mounted and it runs as the image's user. ``docker stop`` sends SIGTERM: the router flushes its buffered
-events before it exits. Logs: ``docker logs loopline-router``.
+mounted and it runs as the image's user. With a sample of served images (``LOOPLINE_ROUTER_SAMPLE_RATE``)
+and a local data root, the data root is mounted the same way (the sample goes to its ``production/``; an
+S3 data root would need boto3 in the image, which it does not have). ``docker stop`` sends SIGTERM: the
+router flushes its buffered events before it exits. Logs: ``docker logs loopline-router``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 from loopline.deploy.docker import find_container, remove_container
 from loopline.deploy.images import docker_client
 from loopline.errors import ServiceError
+from loopline.rollout.router_settings import RouterSettings
 from loopline.rollout.service import await_status, router_url
 from loopline.services.process import port_in_use
 from loopline.settings import Settings
@@ -85,13 +88,14 @@ class DockerRouter:
                 "(LOOPLINE_ROUTER_PORT=…)."
             )
         store = settings.resolved_event_store_url
-        folder = sqlite_folder(store)
-        volumes: dict[str, dict[str, str]] = {}
-        user = None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            volumes = {str(folder): {"bind": str(folder), "mode": "rw"}}
-            user = f"{os.getuid()}:{os.getgid()}"
+        sample_rate = RouterSettings().sample_rate
+        folders = [sqlite_folder(store)]
+        if sample_rate > 0 and not settings.resolved_data_root.startswith("s3://"):
+            folders.append(Path(settings.resolved_data_root))  # the sample goes to its production/
+        volumes = {str(f): {"bind": str(f), "mode": "rw"} for f in folders if f is not None}
+        for folder in volumes:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        user = f"{os.getuid()}:{os.getgid()}" if volumes else None  # to write the mounted files
         image = settings.serve_image
         try:
             container = self.docker.containers.run(
@@ -103,6 +107,8 @@ class DockerRouter:
                 user=user,
                 environment={
                     "LOOPLINE_EVENT_STORE_URL": store,
+                    "LOOPLINE_ROUTER_SAMPLE_RATE": str(sample_rate),
+                    "LOOPLINE_DATA_ROOT": settings.resolved_data_root,
                     "LOOPLINE_HOME": "/tmp/loopline",
                     "HOME": "/tmp",
                 },

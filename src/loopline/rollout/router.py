@@ -26,6 +26,8 @@
 - The experiment state comes from ``provider`` (in a worker thread), re-read on demand once it is older
   than ``refresh_seconds``, so a restarted router or a second replica follows weight changes; a failed
   read keeps the last state. ``GET /metrics`` (Prometheus) and ``GET /healthz``.
+- With a ``sampler``, each /v1/predict image answered 200 is offered to it after the response is sent
+  (``sampling.py``: a share of them is kept in the data root for monitoring and labeling).
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ HOP_BY_HOP = frozenset(
 RESPONSE_DROP = HOP_BY_HOP | {b"date", b"server"}  # the router's server adds its own date
 
 
+class ImageSampler(Protocol):
+    """Keeps a sample of served images (``sampling.ServedImageSampler``); ``offer`` must not block."""
+
+    def offer(self, request_id: str, body: bytes) -> None: ...
+
+    def close(self) -> object: ...
+
+
 @dataclass(frozen=True)
 class _Route:
     arm: Variant  # the user's arm (fallbacks count against it)
@@ -94,10 +104,11 @@ class Router:
         sink: EventSink,
         known: KnownRequest | None = None,
         upstream: Callable[[str], Upstream] | None = None,
+        sampler: ImageSampler | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = RouterMetrics()
-        self._sink, self._known = sink, known
+        self._sink, self._known, self._sampler = sink, known, sampler
         self._upstream: Callable[[str], Upstream] = upstream or (
             lambda url: UpstreamPool(url, settings.max_idle_connections)
         )
@@ -196,6 +207,8 @@ class Router:
         self.metrics.observe(route.arm, answer.response.status, seconds, answer.fallback)
         if not route.pinned:
             self._record(state, route.arm, answer, request_id, user_key or request_id, seconds, scope["path"])
+            if self._sampler is not None and scope["path"] == "/v1/predict" and answer.response.status == 200:
+                self._sampler.offer(request_id, body)
 
     def _choose(self, state: ExperimentState, key: str, version: str | None) -> _Route | None:
         if version is None:
@@ -343,6 +356,8 @@ class Router:
         if callable(close):
             counters = await asyncio.to_thread(close)
             logger.info("event sink closed: %s", counters)
+        if self._sampler is not None:
+            logger.info("served-image sample closed: %s", await asyncio.to_thread(self._sampler.close))
 
 
 @dataclass(frozen=True)
@@ -358,13 +373,15 @@ def create_router(
     sink: EventSink,
     known: KnownRequest | None = None,
     upstream: Callable[[str], Upstream] | None = None,
+    sampler: ImageSampler | None = None,
 ) -> Router:
     """The router app. ``provider()`` returns the experiment's current state (None: none yet) and may block
     (it runs in a worker thread); ``sink`` receives a ``RoutedRequest`` per routed request and each
     ``Feedback`` (it must not block); ``known(request_id)`` says whether a request id was routed (runs in
     a worker thread; None: feedback is refused with 503); ``upstream(url)`` makes the client of one model
-    server (default: ``UpstreamPool``)."""
-    return Router(settings, provider, sink, known, upstream)
+    server (default: ``UpstreamPool``); ``sampler`` is offered each /v1/predict image answered 200
+    (``sampling.ServedImageSampler``; None: no sample is kept)."""
+    return Router(settings, provider, sink, known, upstream, sampler)
 
 
 def _pinned_version(path: str) -> str | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline.rollout.events import EventSink, ExperimentState, Feedback, RoutedRequest
-from loopline.rollout.router import KnownRequest, StateProvider, create_router
+from loopline.rollout.router import ImageSampler, KnownRequest, StateProvider, create_router
 from loopline.rollout.router_settings import RouterSettings
 
 logger = logging.getLogger(__name__)
@@ -87,12 +87,13 @@ def run_router(
     sink: EventSink | None = None,
     known: KnownRequest | None = None,
     state_file: Path | None = None,
+    sampler: ImageSampler | None = None,
 ) -> None:
     """Serve the router on ``settings.host:settings.port`` until interrupted.
 
     ``provider``: the experiment state (default: read ``state_file`` at each refresh). ``sink``: where
     routed requests and feedback go (default: discarded). ``known``: whether a request id was routed (None:
-    ``POST /v1/feedback`` answers 503).
+    ``POST /v1/feedback`` answers 503). ``sampler``: keeps a sample of served images (None: none).
 
     Raises:
         ValueError: neither a provider nor a state file was given.
@@ -107,7 +108,7 @@ def run_router(
             )
         provider = state_file_provider(state_file)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    app = create_router(settings, provider, sink or DiscardSink(), known)
+    app = create_router(settings, provider, sink or DiscardSink(), known, sampler=sampler)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -35,3 +35,10 @@ class RouterSettings(BaseSettings):
         "breaker_seconds (still counted as fallbacks); 0: always try the challenger.",
     )
     breaker_seconds: float = Field(default=5.0, gt=0, description="How long the challenger is skipped.")
+    sample_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of /v1/predict images kept in DATA_ROOT/production/ for monitoring and labeling "
+        "(with their predictions in the event store); 0: none.",
+    )
