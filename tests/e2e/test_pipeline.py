@@ -364,4 +364,9 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         assert chain["complete"] and chain["model"]["version"] == v2.version
         assert chain["labels"]["version"] == v2.tags["labeled_version"] and chain["labels"]["annotators"]
         assert len(chain["datasets"]) == 2 and chain["images"]  # both rounds' images, by content hash
+        loop = run(["loopline", "status"], env)  # the whole loop on one screen
+        assert loop.returncode == 0, loop.stdout + loop.stderr
+        assert re.search(rf"champion +v{v2.version} +serving +100% of users", loop.stdout), loop.stdout
+        assert f"A/B {experiment.state.name}: stopped" in loop.stdout
+        assert "prefect-server healthy" in loop.stdout
     assert not port_in_use("127.0.0.1", serve_port)  # `loopline services down` stopped the model server
