@@ -472,6 +472,23 @@ def _deploy_target(model: str, target: str | None) -> DeployTarget:
 TARGET_HELP = "Deploy target: local, docker or kubernetes (default: LOOPLINE_DEPLOY_TARGET, else local)."
 
 
+@app.command("status")
+def loop_status(
+    model: str = typer.Option("loopline-classifier", "--model", help="Registered model."),
+    target: str = typer.Option(None, "--target", help=TARGET_HELP),
+) -> None:
+    """The whole loop on one screen: platform health, champion and challenger with their versions and
+    traffic shares, the A/B experiment, the latest drift verdict, runs waiting for a decision, and the
+    next scheduled runs. Exits 1 when a part could not be read."""
+    from loopline.status import gather, render
+
+    found = gather(get_settings(), model, target)
+    for line in render(found):
+        typer.echo(line)
+    if found.problems:
+        raise typer.Exit(code=1)
+
+
 @app.command("deployments")
 def deployments(
     model: str = typer.Option("loopline-classifier", "--model", help="Registered model."),
