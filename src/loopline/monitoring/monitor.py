@@ -171,11 +171,11 @@ def assess(
             window.confidence[ok], served.statistics if served is not None else np.zeros((0, 0)),
         )  # fmt: skip
 
-    if len(window) == 0:
-        notes.insert(0, f"no requests were routed for {window.model} in the window")
-        return verdict("no_data", [], [])
     if champion_version is None:
         notes.insert(0, f"{window.model} has no champion registered: there is nothing to monitor against")
+        return verdict("no_data", [], [])
+    if len(window) == 0:
+        notes.insert(0, f"no requests were routed for {window.model} in the window")
         return verdict("no_data", [], [])
     if champion.requests == 0:
         notes.insert(
