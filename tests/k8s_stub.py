@@ -230,3 +230,18 @@ def running_k8s_stub() -> Iterator[FakeKubernetesApi]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def write_kubeconfig(path: Any, api: FakeKubernetesApi) -> None:
+    """A kubeconfig at ``path`` whose current context is the stand-in."""
+    import yaml
+
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stub", "cluster": {"server": api.url}}],
+        "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "tester"}}],
+        "current-context": "stub",
+    }
+    path.write_text(yaml.safe_dump(kubeconfig))

@@ -6,10 +6,7 @@ answered, the flow rolls the challenger back and stops its container."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,14 +17,13 @@ import pytest
 
 from loopline.deploy.docker import ContainerServers, container_name
 from loopline.deploy.images import BuiltImage
-from loopline.registry.registry import CHALLENGER, CHAMPION, move_alias, register_run
-from loopline.rollout.demo_traffic import TrafficStats, send_traffic
+from loopline.registry.registry import CHAMPION
 from loopline.rollout.docker_router import CONTAINER, DockerRouter
 from loopline.rollout.store import EventStore
 from loopline.services.process import free_port, port_in_use
 from loopline.settings import Settings
-from tests.model_runs import logged_onnx_run
 from tests.postgres import running_postgres
+from tests.rollout_scenario import play_dying_challenger, register_pair, scenario_settings
 
 pytestmark = pytest.mark.integration
 NAME = "ab-boxed"
@@ -36,80 +32,27 @@ NAME = "ab-boxed"
 def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_container_dies(
     engine: Any, serving_image: BuiltImage, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.rollout import rollout_flow
-    from loopline.rollout.policy import RampPolicy
-    from loopline.rollout.stats import AbConfig
-    from tasks.deploy import DeployParameters
-    from tasks.rollout import RolloutParameters
-
     client = mlflow.MlflowClient(tracking_uri)
-    digits = tuple(str(d) for d in range(10))
-    runs = [logged_onnx_run(tmp_path / f"r{i}", labels=digits) for i in (1, 2)]
-    v1, v2 = (register_run(client, NAME, run, {}, "# a model").version for run in runs)
-    move_alias(client, NAME, CHAMPION, v1, "test", "the champion")
-    move_alias(client, NAME, CHALLENGER, v2, "test", "the challenger")
-    env = {
-        "LOOPLINE_HOME": str(tmp_path / "home"),
-        "LOOPLINE_MLFLOW_TRACKING_URI": tracking_uri,
-        "LOOPLINE_SERVE_PORT_CHAMPION": str(free_port()),
-        "LOOPLINE_SERVE_PORT_CHALLENGER": str(free_port()),
-        "LOOPLINE_ROUTER_PORT": str(free_port()),
-        "LOOPLINE_SERVE_IMAGE": serving_image.tags[0],
-        "LOOPLINE_DEPLOY_TARGET": "docker",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
+    v1, v2 = register_pair(client, NAME, tmp_path)
+    settings = scenario_settings(
+        monkeypatch, tmp_path / "home", tracking_uri,
+        LOOPLINE_SERVE_IMAGE=serving_image.tags[0], LOOPLINE_DEPLOY_TARGET="docker",
+    )  # fmt: skip
     servers = ContainerServers(settings, tracking_uri, NAME, engine)
     router = f"http://127.0.0.1:{settings.router_port}"
-    stats: list[TrafficStats] = []
-    killed = threading.Event()
-
-    def traffic() -> None:
-        stats.append(asyncio.run(send_traffic(router, 30, rate=40, feedback_delay=0.3)))
-
-    def remove_the_challengers_container_once_it_served() -> None:
-        store = EventStore(settings.resolved_event_store_url)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            found = settings.resolved_home.joinpath("events.db").exists() and store.latest_experiment(NAME)
-            if found and store.arm_summaries(found.name)["challenger"].requests >= 20:
-                servers.stop("challenger")
-                killed.set()
-                return
-            time.sleep(0.5)
-
-    params = RolloutParameters(
-        ramp=RampPolicy(min_step_seconds=1, min_step_requests=10, steps=(0.5, 0.8, 1.0)),
-        statistics=AbConfig(
-            min_requests_per_arm=40, min_feedback_per_arm=40, latency_quantile=0.9, margin=0.5
-        ),
-        interval_seconds=1,
-    )
     try:
         servers.start("champion")
         servers.start("challenger")
-        settings.resolved_home.mkdir(parents=True, exist_ok=True)
-        threads = [
-            threading.Thread(target=f, daemon=True)
-            for f in (traffic, remove_the_challengers_container_once_it_served)
-        ]
-        for thread in threads:
-            thread.start()
-        with prefect_test_harness(server_startup_timeout=60):
-            result = rollout_flow(
-                NAME, str(tmp_path / "data"), DeployParameters(promote_directly=False), params
-            )
-        for thread in threads:
-            thread.join(timeout=90)
-        assert killed.is_set()
+        played = play_dying_challenger(
+            settings, NAME, lambda: servers.stop("challenger"), str(tmp_path / "data"), target="docker"
+        )
+        result = played.result
+        assert played.killed
         assert result is not None and result.status == "rolled_back", result
         assert any("error rate" in reason for reason in result.reasons), result.reasons
         assert client.get_model_version(NAME, v2).tags["rollout.verdict"] == "rolled_back"
         assert client.get_model_version_by_alias(NAME, CHAMPION).version == v1
-        [seen] = stats
+        seen = played.traffic
         assert seen.answered and set(seen.answered) == {200}, seen.summary()  # every user answered
 
         routed = engine.containers.get(CONTAINER)  # the router is a container of the serving image

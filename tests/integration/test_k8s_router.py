@@ -15,7 +15,7 @@ from loopline.errors import ServiceError
 from loopline.rollout.hosts import router_host
 from loopline.rollout.k8s_router import KubernetesRouter
 from loopline.settings import Settings
-from tests.k8s_stub import FakeKubernetesApi
+from tests.k8s_stub import FakeKubernetesApi, write_kubeconfig
 
 pytestmark = pytest.mark.integration
 STORE = "postgresql+psycopg://router:pw@events.db.svc:5432/events"
@@ -77,15 +77,7 @@ def test_a_sqlite_event_store_is_refused_before_anything_reaches_the_cluster(
 def test_the_kubernetes_router_is_chosen_by_the_targets_name_from_the_kubeconfig(
     tmp_path: Path, stub: FakeKubernetesApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "stub", "cluster": {"server": stub.url}}],
-        "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "tester"}}],
-        "current-context": "stub",
-    }
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    write_kubeconfig(tmp_path / "kubeconfig", stub)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     host = router_host("kubernetes", settings(tmp_path))

@@ -23,7 +23,7 @@ from loopline.deploy.smoke import SmokeCases, reference_cases
 from loopline.registry.artifacts import fetch_model_files
 from loopline.registry.registry import audit_trail, register_run
 from loopline.settings import Settings
-from tests.k8s_stub import FakeKubernetesApi
+from tests.k8s_stub import FakeKubernetesApi, write_kubeconfig
 from tests.model_runs import logged_onnx_run
 
 pytestmark = pytest.mark.integration
@@ -176,7 +176,6 @@ def test_deploy_rerun_refuse_roll_back_and_undeploy(
 def test_the_kubernetes_target_is_chosen_by_name_from_the_kubeconfig_and_settings(
     tracking_uri: str, stub: FakeKubernetesApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import yaml
 
     from loopline.deploy.k8s_apply import KubernetesApplyFailed
     from loopline.deploy.targets import make_target
@@ -190,15 +189,7 @@ def test_the_kubernetes_target_is_chosen_by_name_from_the_kubeconfig_and_setting
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(KubernetesApplyFailed, match=r"No Kubernetes cluster is configured.*KUBECONFIG"):
         make_target("kubernetes", settings, client, tracking_uri, "chosen", lambda v: None)  # type: ignore[arg-type,return-value]
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "stub", "cluster": {"server": stub.url}}],
-        "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "tester"}}],
-        "current-context": "stub",
-    }
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    write_kubeconfig(tmp_path / "kubeconfig", stub)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
     target = make_target("kubernetes", settings, client, tracking_uri, "chosen", lambda v: None)  # type: ignore[arg-type,return-value]
     record = target.deploy(version, who="ada")
