@@ -10,11 +10,17 @@ An approved model is deployed (``deploy``): the first as champion; a later one a
 champion directly (``deploy.promote_directly``) or as challenger beside the champion — then the A/B stage
 (``rollout``) ramps its share of live traffic and promotes it (after ``loopline approve RUN_ID``, unless
 ``rollout.auto_approve``) or rolls it back.
+
+A run with nothing to do completes early and says why (state message, ``pipeline-stopped-early``
+artifact): another pipeline run is mid-round (running, or waiting for a person), or collect found nothing
+new — its dataset version was already trained on (``stop_when_unchanged``; see ``loopline.round_guard``).
 """
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, State
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.collect import collect_flow
@@ -23,9 +29,11 @@ from flows.label import label_stage
 from flows.register import register_stage
 from flows.rollout import rollout_stage
 from flows.train import train_stage
+from loopline.round_guard import StopEarly
 from tasks.collect import CollectParameters, DatasetRef
 from tasks.deploy import DeploymentRef, DeployParameters
 from tasks.label import LabeledDatasetRef, LabelParameters
+from tasks.pipeline import check_nothing_new, check_round_in_flight
 from tasks.register import RegisteredModelRef, RegisterParameters, find_champion
 from tasks.rollout import RolloutParameters, RolloutRef
 from tasks.train import TrainedModelRef, TrainParameters, tracking_uri
@@ -54,21 +62,46 @@ class PipelineParameters(BaseModel):
         description="Train as a run of this deployment (e.g. 'train-model/k8s-gpu' for GPUs); "
         "empty: train in the pipeline's own process.",
     )
+    stop_when_unchanged: bool = Field(
+        default=True,
+        description="Stop after collect when another run already trained a model on this dataset version "
+        "(nothing new): no Label Studio project, no training on the same labels.",
+    )
 
 
 class PipelineResult(BaseModel):
-    dataset: DatasetRef
-    labels: LabeledDatasetRef
-    model: TrainedModelRef
-    registered: RegisteredModelRef
+    dataset: DatasetRef | None = None  # None: stopped before collecting
+    labels: LabeledDatasetRef | None = None  # None: stopped early (see stopped_early)
+    model: TrainedModelRef | None = None
+    registered: RegisteredModelRef | None = None
     deployment: DeploymentRef | None = None  # None: the model was not approved
     rollout: RolloutRef | None = None  # None: no A/B test (the first model, or promoted directly)
+    stopped_early: str | None = None  # why the run stopped early, when it did
+
+
+def stop_early(stop: StopEarly, dataset: DatasetRef | None = None) -> State[PipelineResult]:
+    """A Completed state that says why the run stopped (also logged and kept as an artifact)."""
+    get_run_logger().info("%s", stop.message)
+    create_markdown_artifact(
+        key="pipeline-stopped-early",
+        markdown=f"## Stopped early\n\n{stop.message}\n",
+        description=stop.reason,
+    )
+    return Completed(message=stop.message, data=PipelineResult(dataset=dataset, stopped_early=stop.message))
 
 
 @flow(name="loopline-pipeline")
-def pipeline_flow(params: PipelineParameters) -> PipelineResult:
-    """Collect, label, train, register, deploy, A/B test."""
+def pipeline_flow(params: PipelineParameters) -> PipelineResult | State[PipelineResult]:
+    """Collect, label, train, register, deploy, A/B test; stop early when there is nothing to do."""
+    if in_flight := check_round_in_flight():
+        return stop_early(in_flight)
     dataset = collect_flow(params.collect)
+    if params.stop_when_unchanged and (
+        unchanged := check_nothing_new(
+            dataset, params.collect.source, params.registration.model_name, tracking_uri()
+        )
+    ):
+        return stop_early(unchanged, dataset)
     champion = find_champion(params.registration.model_name, tracking_uri())  # None in the first round
     labels = label_stage(dataset, params.label, champion)
     model = train_stage(labels, params.train, params.train_deployment)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -78,34 +76,20 @@ def env() -> None:
 
 @app.command("deploy")
 def deploy() -> None:
-    """Create or update every deployment in prefect.yaml (`prefect deploy --all`)."""
-    from loopline.services.platform import prefect_env
+    """Create or update every deployment in prefect.yaml (`prefect deploy --all`) and loopline's automations
+    (drift → retrain; failed runs, rollbacks, reviews waiting too long → the webhook). Idempotent."""
+    from loopline.services.deploy import deploy_all
 
     settings = get_settings()
-    command = [
-        str(os.path.join(os.path.dirname(sys.executable), "prefect")),
-        "--no-prompt",
-        "deploy",
-        "--all",
-    ]
-    env = {
-        "LOOPLINE_TRAIN_IMAGE": "loopline-train:latest",  # the image of the k8s-gpu training deployment
-        **os.environ,
-        **prefect_env(settings),
-        "LOOPLINE_DATA_ROOT": settings.resolved_data_root,
-    }
-    result = subprocess.run(
-        command, cwd=settings.resolved_project_root, env=env, capture_output=True, text=True
-    )
-    output = result.stdout + result.stderr
-    if result.returncode != 0:  # all of Prefect's words, to see what went wrong
-        typer.echo(output, err=True)
-        raise typer.Exit(code=result.returncode)
-    import re
-
-    names = re.findall(r"Deployment '([^']+)' successfully (?:created|updated)", " ".join(output.split()))
+    try:
+        deployed = deploy_all(settings)
+    except LooplineError as exc:
+        _fail(exc)
     ui = settings.resolved_prefect_api_url.removesuffix("/api")
-    typer.echo(f"deployments ({ui}/deployments): {', '.join(names)}")
+    typer.echo(f"deployments ({ui}/deployments): {', '.join(deployed.deployments)}")
+    typer.echo(f"automations ({ui}/automations): {', '.join(deployed.automations) or 'up to date'}")
+    if settings.notify_webhook_url is None:
+        typer.echo("notifications: off (set LOOPLINE_NOTIFY_WEBHOOK_URL and deploy again)")
 
 
 @app.command("demo-data")

@@ -113,6 +113,24 @@ class Settings(BaseSettings):
         ge=0,
         description="`loopline gc` removes a stopped local model server's log once older than this (days).",
     )
+    incoming_source: str | None = Field(
+        default=None,
+        description="Where new images land (a folder or s3://bucket/prefix): the nightly pipeline collects "
+        "it. Default: <home>/incoming.",
+    )
+    notify_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Webhook that loopline's automations notify (failed or crashed runs, rollbacks, reviews "
+        "waiting too long); a secret (Slack-style URLs carry a token). Unset: no notifications.",
+    )
+    notify_webhook_token: SecretStr | None = Field(
+        default=None, description="Sent as `Authorization: Bearer <token>` to the webhook, when set."
+    )
+    review_alert_hours: float = Field(
+        default=24.0,
+        ge=10 / 3600,  # Prefect's floor for a proactive trigger: 10 seconds
+        description="Notify when a run has waited this many hours for a person (a review) with no decision.",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1")
     s3_access_key_id: SecretStr | None = None
@@ -121,6 +139,10 @@ class Settings(BaseSettings):
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def resolved_incoming_source(self) -> str:
+        return self.incoming_source or str(self.resolved_home / "incoming")
 
     @property
     def resolved_project_root(self) -> Path:

@@ -76,3 +76,45 @@ def test_each_pull_step_names_a_prefect_step_and_its_arguments() -> None:
         function = _get_function_for_step(name, requires=inputs.pop("requires", None))
         inspect.signature(function).bind(**{k: v for k, v in inputs.items() if k != "id"})
         assert Path(inputs["directory"]).is_absolute()
+
+
+def test_the_nightly_pipeline_is_scheduled_but_created_inactive_and_collects_the_incoming_source() -> None:
+    nightly = deployment("nightly", "flows/pipeline.py:pipeline_flow")
+    [schedule] = nightly["schedules"]
+    assert schedule["active"] is False  # heavy work: turned on by hand (README "Run it on a schedule")
+    assert schedule["cron"] == "0 2 * * *" and schedule["slug"] == "nightly"
+    collect = nightly["parameters"]["params"]["collect"]
+    assert collect["source"] == "{{ $LOOPLINE_INCOMING_SOURCE }}" and collect["production_sample"] is True
+    from flows.pipeline import PipelineParameters
+
+    params = PipelineParameters.model_validate(
+        {**nightly["parameters"]["params"], "collect": {**collect, "source": "/incoming"}}
+    )
+    assert params.stop_when_unchanged  # a night with nothing new stops after collect
+
+
+def test_the_monitor_runs_every_ten_minutes_and_is_on() -> None:
+    monitor = deployment("local", "flows/monitor.py:monitor_flow")
+    [schedule] = monitor["schedules"]
+    assert schedule["interval"] == 600 and schedule.get("active", True) is True
+    assert monitor["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
+@pytest.mark.parametrize("name", ["local", "nightly"])
+def test_pipeline_runs_of_a_deployment_queue_one_behind_the_other(name: str) -> None:
+    pipeline = deployment(name, "flows/pipeline.py:pipeline_flow")
+    assert pipeline["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+
+
+def test_prefect_builds_the_schedules_it_is_given() -> None:
+    """What `prefect deploy` sends for each schedule (a misspelt key or a bad cron fails here)."""
+    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
+
+    nightly = _schedule_config_to_deployment_schedule(
+        deployment("nightly", "flows/pipeline.py:pipeline_flow")["schedules"][0]
+    )
+    assert nightly["active"] is False and nightly["schedule"].cron == "0 2 * * *"
+    monitor = _schedule_config_to_deployment_schedule(
+        deployment("local", "flows/monitor.py:monitor_flow")["schedules"][0]
+    )
+    assert monitor["schedule"].interval.total_seconds() == 600
