@@ -19,6 +19,10 @@ class SourceAccessDenied(LooplineError):
     """The source exists but the credentials cannot read it."""
 
 
+class SourceUnreachable(LooplineError, ConnectionError):
+    """The source's server does not answer (a connection problem: retried like one, then reported)."""
+
+
 class DataRootNotWritable(LooplineError):
     """The data root cannot be written (permissions, missing bucket, bad credentials)."""
 

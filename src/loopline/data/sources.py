@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from loopline.data.s3 import CREDENTIAL_ERROR_CODES, error_code, make_s3_client, parse_s3_uri, s3_fix
-from loopline.errors import EmptySource, SourceAccessDenied, SourceNotFound
+from loopline.errors import EmptySource, SourceAccessDenied, SourceNotFound, SourceUnreachable
 from loopline.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class S3PrefixSource:
         self.client = client
 
     def list_files(self) -> list[SourceFile]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, EndpointConnectionError
 
         prefix = f"{self.prefix}/" if self.prefix else ""
         files: list[SourceFile] = []
@@ -107,6 +107,11 @@ class S3PrefixSource:
                     files.append(
                         SourceFile(f"s3://{self.bucket}/{key}", obj["Size"], label_from_relative(relative))
                     )
+        except EndpointConnectionError as exc:
+            raise SourceUnreachable(
+                f"Cannot reach the S3 endpoint of {self.uri!r} ({exc}). To fix this, check that the S3 "
+                "service is up and LOOPLINE_S3_ENDPOINT_URL points at it (or the network to AWS)."
+            ) from exc
         except ClientError as exc:
             code = error_code(exc)
             fix = s3_fix(code, self.bucket)

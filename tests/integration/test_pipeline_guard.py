@@ -1,0 +1,111 @@
+"""A scheduled pipeline run with nothing to do completes early and says why; one whose source cannot be
+reached fails with a named error and leaves nothing behind (the pipeline flow in-process, on a temporary
+Prefect server, a real MLflow server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from loopline.data.collect import collect
+from loopline.data.demo import write_demo_data
+from loopline.data.sources import LocalFolderSource
+from loopline.data.store import LocalStore
+from loopline.errors import SourceUnreachable
+from loopline.services.process import free_port
+
+pytestmark = pytest.mark.integration
+DIGITS = [str(d) for d in range(10)]
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def no_later_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records any stage after collect that the pipeline reaches (none should be)."""
+    import flows.pipeline as pipeline
+
+    reached: list[str] = []
+    for stage in ("label_stage", "train_stage", "register_stage", "deploy_stage"):
+        monkeypatch.setattr(pipeline, stage, lambda *a, _s=stage, **k: reached.append(_s))
+    return reached
+
+
+def params(source: str) -> Any:
+    from flows.pipeline import PipelineParameters
+
+    return PipelineParameters.model_validate({"collect": {"source": source}, "label": {"labels": DIGITS}})
+
+
+def test_nothing_new_completes_early_and_says_so(
+    harness: None,
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_later_stages: list[str],
+) -> None:
+    from flows.pipeline import pipeline_flow
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("LOOPLINE_DATA_ROOT", str(data))
+    monkeypatch.setenv("LOOPLINE_MLFLOW_TRACKING_URI", tracking_uri)
+    demo = write_demo_data(tmp_path / "demo", rounds=1, limit=60)
+    source = str(demo.rounds[0])
+    # an earlier night: this collection was labeled and trained on by another pipeline run
+    version = collect(LocalFolderSource(source), LocalStore(data)).version
+    client = mlflow.MlflowClient(tracking_uri)
+    client.create_registered_model("loopline-classifier")
+    run_id = client.create_run(client.create_experiment("guard")).info.run_id
+    client.create_model_version(
+        "loopline-classifier",
+        f"runs:/{run_id}/model",
+        run_id,
+        tags={"dataset_version": version, "prefect.flow_run_id": "an-earlier-run"},
+    )
+
+    state = pipeline_flow(params(source), return_state=True)
+
+    assert state.is_completed(), state
+    assert "Nothing new to do" in (state.message or "") and "version 1" in (state.message or "")
+    result = state.result()
+    assert result.dataset.version == version and result.labels is None and result.stopped_early
+    assert no_later_stages == []  # no Label Studio project, no training
+
+    # with stop_when_unchanged off, the run goes on to label
+    forced = params(source).model_copy(update={"stop_when_unchanged": False})
+    pipeline_flow(forced, return_state=True)
+    assert no_later_stages[:1] == ["label_stage"]
+
+
+def test_an_unreachable_source_fails_the_run_with_a_named_error_and_writes_nothing(
+    harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_later_stages: list[str]
+) -> None:
+    import flows.collect
+    from flows.pipeline import pipeline_flow
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("LOOPLINE_DATA_ROOT", str(data))
+    monkeypatch.setenv("LOOPLINE_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setenv("LOOPLINE_S3_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("LOOPLINE_S3_SECRET_ACCESS_KEY", "test")
+    quick = flows.collect.collect_images.with_options(retry_delay_seconds=0)  # the same retries, no waits
+    monkeypatch.setattr(flows.collect, "collect_images", quick)
+
+    state = pipeline_flow(params("s3://incoming/nightly"), return_state=True)
+
+    assert state.is_failed(), state
+    with pytest.raises(SourceUnreachable, match="Cannot reach the S3 endpoint of 's3://incoming/nightly'"):
+        state.result()
+    assert no_later_stages == []
+    left = [p.relative_to(data) for p in data.rglob("*") if p.is_file()] if data.exists() else []
+    assert left == []  # no manifest, no image, no probe file
