@@ -2,7 +2,8 @@
 
 - drift → retrain: a ``loopline.drift.detected`` event (the monitor's, resource ``loopline.model.<name>``)
   runs the ``loopline-pipeline/nightly`` deployment: it collects the incoming source and the router's
-  sample of served images, labels and retrains (or stops early when nothing is new);
+  sample of served images, labels and retrains (or stops early when nothing is new). Heavy work: created
+  disabled unless ``LOOPLINE_RETRAIN_ON_DRIFT`` is true, like the nightly schedule is created inactive;
 - a flow run Failed or Crashed → a notification;
 - ``loopline.rollout.rolled-back`` (the A/B stage's) → a notification;
 - a run waiting for a person (Paused or Suspended) that nobody resumed within ``LOOPLINE_REVIEW_ALERT_HOURS``
@@ -106,7 +107,9 @@ def definitions(
         wanted.append(
             AutomationCore(
                 name="loopline: drift → label and retrain",
-                description=f"A {DRIFT_EVENT} event runs {PIPELINE_DEPLOYMENT} (collect, label, retrain).",
+                description=f"A {DRIFT_EVENT} event runs {PIPELINE_DEPLOYMENT} (collect, label, retrain); "
+                "enabled by LOOPLINE_RETRAIN_ON_DRIFT=true.",
+                enabled=settings.retrain_on_drift,
                 tags=[TAG],
                 trigger=EventTrigger(
                     expect={DRIFT_EVENT},

@@ -13,7 +13,8 @@ champion directly (``deploy.promote_directly``) or as challenger beside the cham
 
 A run with nothing to do completes early and says why (state message, ``pipeline-stopped-early``
 artifact): another pipeline run is mid-round (running, or waiting for a person), or collect found nothing
-new — its dataset version was already trained on (``stop_when_unchanged``; see ``loopline.round_guard``).
+new — the source holds no files, or its dataset version was already trained on (``stop_when_unchanged``;
+see ``loopline.round_guard``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from flows.register import register_stage
 from flows.rollout import rollout_stage
 from flows.train import train_stage
 from loopline.round_guard import StopEarly
-from tasks.collect import CollectParameters, DatasetRef
+from tasks.collect import CollectParameters, DatasetRef, nothing_to_collect
 from tasks.deploy import DeploymentRef, DeployParameters
 from tasks.label import LabeledDatasetRef, LabelParameters
 from tasks.pipeline import check_nothing_new, check_round_in_flight
@@ -95,6 +96,8 @@ def pipeline_flow(params: PipelineParameters) -> PipelineResult | State[Pipeline
     """Collect, label, train, register, deploy, A/B test; stop early when there is nothing to do."""
     if in_flight := check_round_in_flight():
         return stop_early(in_flight)
+    if empty := nothing_to_collect(params.collect):  # e.g. a nightly run: nothing landed in the source
+        return stop_early(StopEarly("nothing_new", f"Nothing new to collect: {empty}"))
     dataset = collect_flow(params.collect)
     if params.stop_when_unchanged and (
         unchanged := check_nothing_new(

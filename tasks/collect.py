@@ -22,11 +22,12 @@ from pydantic import BaseModel, Field, model_validator
 from loopline.data.collect import CollectOptions, CollectResult, collect
 from loopline.data.images import ImageLimits
 from loopline.data.report import collect_counts_rows, render_collect_summary
-from loopline.data.sources import CombinedSource, open_source
+from loopline.data.sources import CombinedSource, Source, open_source
 from loopline.data.splits import SplitFractions, check_split_fractions
 from loopline.data.store import open_store
+from loopline.errors import EmptySource
 from loopline.rollout.sampling import PREFIX as SAMPLE_PREFIX
-from loopline.settings import get_settings
+from loopline.settings import Settings, get_settings
 from tasks.retry import retry_on_transient_io
 
 
@@ -102,12 +103,8 @@ def collect_images(params: CollectParameters) -> DatasetRef:
     progress_id = create_progress_artifact(progress=0.0, key="collect-progress", description="Files checked")
     assert isinstance(progress_id, UUID)  # the sync API returns the id itself
     logger.info("Collecting %s into %s", params.source, data_root)
-    source = open_source(params.source, settings)
-    if params.production_sample:
-        served = open_source(f"{data_root.rstrip('/')}/{SAMPLE_PREFIX}", settings)
-        source = CombinedSource(source, [served])
     result = collect(
-        source,
+        collect_source(params, settings, data_root),
         open_store(data_root, settings),
         options,
         _ProgressReporter(progress_id),
@@ -120,6 +117,33 @@ def collect_images(params: CollectParameters) -> DatasetRef:
         result.manifest_uri,
     )
     return publish_collect_report(result)
+
+
+def collect_source(params: CollectParameters, settings: Settings, data_root: str) -> Source:
+    """The source to collect: ``params.source``, with the router's sample of served images beside it when
+    ``params.production_sample``."""
+    source = open_source(params.source, settings)
+    if params.production_sample:
+        served = open_source(f"{data_root.rstrip('/')}/{SAMPLE_PREFIX}", settings)
+        return CombinedSource(source, [served])
+    return source
+
+
+@task(
+    name="check-for-new-files",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_on_transient_io,
+)
+def nothing_to_collect(params: CollectParameters) -> str | None:
+    """Why there is nothing to collect (the source, and the production sample when asked for, hold no
+    file), else None. A missing or unreachable source raises its named error."""
+    settings = get_settings()
+    try:
+        collect_source(params, settings, params.data_root or settings.resolved_data_root).list_files()
+    except EmptySource as exc:
+        return str(exc)
+    return None
 
 
 def publish_collect_report(result: CollectResult) -> DatasetRef:

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     notify_webhook_token: SecretStr | None = Field(
         default=None, description="Sent as `Authorization: Bearer <token>` to the webhook, when set."
     )
+    retrain_on_drift: bool = Field(
+        default=False,
+        description="Let a drift alarm start the nightly pipeline (label and retrain): heavy work, so off "
+        "until turned on, like the nightly schedule; `loopline deploy` applies it.",
+    )
     review_alert_hours: float = Field(
         default=24.0,
         ge=10 / 3600,  # Prefect's floor for a proactive trigger: 10 seconds

@@ -98,6 +98,7 @@ def test_automations_notify_and_retrain(tmp_path: Path, receiver: Receiver) -> N
             "LOOPLINE_NOTIFY_WEBHOOK_URL": receiver.url,
             "LOOPLINE_NOTIFY_WEBHOOK_TOKEN": TOKEN,
             "LOOPLINE_REVIEW_ALERT_HOURS": str(15 / 3600),  # 15 seconds
+            "LOOPLINE_RETRAIN_ON_DRIFT": "true",
         }
         ensure_work_pools(settings)
         deployed = run(["loopline", "deploy"], env)
@@ -167,3 +168,10 @@ def test_automations_notify_and_retrain(tmp_path: Path, receiver: Receiver) -> N
         )
         assert quiet.returncode == 0, quiet.stderr
         assert list(automations(api)) == ["loopline: drift → label and retrain"]
+        # The laptop's default: drift does not start heavy work by itself (the automation is there, off).
+        env.pop("LOOPLINE_RETRAIN_ON_DRIFT")
+        off = subprocess.run(
+            [sys.executable, "-m", "blocks.automations"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert off.returncode == 0, off.stderr
+        assert automations(api)["loopline: drift → label and retrain"]["enabled"] is False

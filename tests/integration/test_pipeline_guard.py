@@ -91,6 +91,7 @@ def test_an_unreachable_source_fails_the_run_with_a_named_error_and_writes_nothi
     harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_later_stages: list[str]
 ) -> None:
     import flows.collect
+    import flows.pipeline
     from flows.pipeline import pipeline_flow
 
     data = tmp_path / "data"
@@ -100,6 +101,8 @@ def test_an_unreachable_source_fails_the_run_with_a_named_error_and_writes_nothi
     monkeypatch.setenv("LOOPLINE_S3_SECRET_ACCESS_KEY", "test")
     quick = flows.collect.collect_images.with_options(retry_delay_seconds=0)  # the same retries, no waits
     monkeypatch.setattr(flows.collect, "collect_images", quick)
+    check = flows.pipeline.nothing_to_collect.with_options(retry_delay_seconds=0)
+    monkeypatch.setattr(flows.pipeline, "nothing_to_collect", check)
 
     state = pipeline_flow(params("s3://incoming/nightly"), return_state=True)
 
@@ -109,3 +112,48 @@ def test_an_unreachable_source_fails_the_run_with_a_named_error_and_writes_nothi
     assert no_later_stages == []
     left = [p.relative_to(data) for p in data.rglob("*") if p.is_file()] if data.exists() else []
     assert left == []  # no manifest, no image, no probe file
+
+
+def test_an_empty_incoming_folder_is_nothing_new_and_the_served_sample_alone_is_collected(
+    harness: None,
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_later_stages: list[str],
+) -> None:
+    from flows.pipeline import pipeline_flow
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("LOOPLINE_DATA_ROOT", str(data))
+    monkeypatch.setenv("LOOPLINE_MLFLOW_TRACKING_URI", tracking_uri)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    nightly = params(str(incoming)).model_copy(deep=True)
+    nightly.collect.production_sample = True
+
+    state = pipeline_flow(nightly, return_state=True)  # nothing landed, nothing served
+
+    assert state.is_completed(), state
+    assert "Nothing new to collect" in (state.message or "") and "add images to" in (state.message or "")
+    assert state.result().dataset is None and no_later_stages == []
+    assert not data.exists() or not any(data.rglob("*.jsonl"))  # no manifest written
+
+    import numpy as np
+    from PIL import Image
+
+    (data / "production").mkdir(parents=True)
+    for seed in range(3):  # what the router kept of served images: three different pictures
+        pixels = np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / "production" / f"{seed}.png")
+    labeled: list[Any] = []
+
+    def label_stage(dataset: Any, *args: Any) -> None:
+        labeled.append(dataset)
+        raise RuntimeError("the test stops here")
+
+    import flows.pipeline
+
+    monkeypatch.setattr(flows.pipeline, "label_stage", label_stage)
+    pipeline_flow(nightly, return_state=True)
+    [dataset] = labeled  # the served images alone go to labeling
+    assert dataset.images == 3

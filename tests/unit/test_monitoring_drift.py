@@ -27,15 +27,16 @@ def family(rng: np.random.Generator, shift: float, mix: tuple[float, ...] = (0.2
     return tests
 
 
-@pytest.mark.parametrize("method", ["fdr_bh", "bonferroni", "holm"])
-def test_without_drift_the_family_alarms_at_most_at_about_alpha(method: str) -> None:
+# statsmodels' Holm takes ~40 ms a call (the others ~20 us): fewer seeds for it, a wider simulation margin
+@pytest.mark.parametrize(("method", "seeds"), [("fdr_bh", SEEDS), ("bonferroni", SEEDS), ("holm", 60)])
+def test_without_drift_the_family_alarms_at_most_at_about_alpha(method: str, seeds: int) -> None:
     alpha = 0.05
     alarms = sum(
         any(t.rejected for t in correct(family(np.random.default_rng(seed), 0.0), alpha, method))  # type: ignore[arg-type]
-        for seed in range(SEEDS)
+        for seed in range(seeds)
     )
-    error = 3 * math.sqrt(alpha * (1 - alpha) / SEEDS)  # three standard errors of the simulation
-    assert alarms / SEEDS <= alpha + error, alarms
+    error = 3 * math.sqrt(alpha * (1 - alpha) / seeds)  # three standard errors of the simulation
+    assert alarms / seeds <= alpha + error, alarms
 
 
 def test_a_shifted_statistic_is_found_and_named() -> None:

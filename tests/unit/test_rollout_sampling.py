@@ -119,5 +119,13 @@ def test_a_combined_source_skips_an_empty_or_missing_optional_source(tmp_path: P
         assert len(alone.list_files()) == 1
     with pytest.raises(SourceNotFound):
         CombinedSource(LocalFolderSource(tmp_path / "missing"), [round_folder]).list_files()
-    with pytest.raises(EmptySource):
-        CombinedSource(LocalFolderSource(tmp_path / "empty"), [round_folder]).list_files()
+    only_served = CombinedSource(
+        LocalFolderSource(tmp_path / "empty"), [LocalFolderSource(tmp_path / "served")]
+    )
+    assert [Path(f.uri).name for f in only_served.list_files()] == [
+        "ab.png"
+    ]  # nothing new landed, but served
+    with pytest.raises(EmptySource, match="add images to"):
+        CombinedSource(
+            LocalFolderSource(tmp_path / "empty"), [LocalFolderSource(tmp_path / "missing")]
+        ).list_files()

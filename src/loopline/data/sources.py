@@ -142,8 +142,9 @@ def open_source(uri: str, settings: Settings) -> Source:
 
 class CombinedSource:
     """Several sources collected as one dataset version, e.g. a round's folder and the router's sample of
-    served images. The first source is required; the others are optional: one that is missing or empty
-    adds nothing (the production sample before the router kept anything)."""
+    served images. The first source must exist (``SourceNotFound``), but may be empty; the others are
+    optional: one that is missing or empty adds nothing (the production sample before the router kept
+    anything). ``EmptySource`` only when all of them hold nothing."""
 
     def __init__(self, required: Source, optional: list[Source]) -> None:
         self.sources = [required, *optional]
@@ -155,13 +156,19 @@ class CombinedSource:
         for index, source in enumerate(self.sources):
             try:
                 found = source.list_files()
-            except (SourceNotFound, EmptySource):
+            except EmptySource:
+                continue
+            except SourceNotFound:
                 if index == 0:
                     raise
                 continue
             for file in found:
                 self._owner.setdefault(file.uri, source)
             files += found
+        if not files:
+            raise EmptySource(
+                f"None of {self.uri} holds a file. To fix this, add images to {self.sources[0].uri}."
+            )
         return files
 
     def read(self, file: SourceFile) -> bytes:
