@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set everything up and run the whole test suite: lint, format, types, unit, integration, e2e.
 # With arguments, one pytest run of those (e.g. `bash scripts/test.sh tests/unit -k agreement`). Without,
-# two pytest processes side by side: the end-to-end pipelines (most of their time is spent waiting on
-# servers, Label Studio and Prefect's scheduling) and everything else; each prints its own report.
+# three pytest processes side by side (most of the suite's time is spent waiting on servers, Label Studio
+# and Prefect's scheduling, not computing): the end-to-end pipelines, the integration modules test_a*..l*,
+# and the unit tests with the integration modules test_m*..z*; each prints its own report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -13,14 +14,21 @@ if (($#)); then
   echo "== pytest"; exec "${pytest[@]}" "$@"
 fi
 mkdir -p .loopline
-e2e_log=.loopline/test-e2e.log
-echo "== pytest (tests/e2e in the background, output in $e2e_log until it ends)"
-"${pytest[@]}" tests/e2e >"$e2e_log" 2>&1 &
+shopt -s nullglob
+first_half=(tests/integration/test_[a-l]*.py)
+second_half=(tests/integration/test_[m-z]*.py)
+echo "== pytest: tests/e2e and integration test_a..l in the background (logs in .loopline/test-*.log)"
+"${pytest[@]}" tests/e2e >.loopline/test-e2e.log 2>&1 &
 e2e=$!
-trap 'kill $e2e 2>/dev/null || true' EXIT
+"${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
+integration=$!
+trap 'kill $e2e $integration 2>/dev/null || true' EXIT
 status=0
-"${pytest[@]}" --ignore=tests/e2e || status=$?
+"${pytest[@]}" tests/unit "${second_half[@]}" || status=$?
+echo "== pytest integration test_a..l"
+wait $integration || status=$?
+cat .loopline/test-integration.log
 echo "== pytest tests/e2e"
 wait $e2e || status=$?
-cat "$e2e_log"
+cat .loopline/test-e2e.log
 exit $status
