@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export LOOPLINE_PROJECT_ROOT=$PWD
+# the router keeps 10 % of the images it serves (DATA_ROOT/production/): the monitor measures input drift on
+# them, and a later round can label them (collect.production_sample)
+export LOOPLINE_ROUTER_SAMPLE_RATE=${LOOPLINE_ROUTER_SAMPLE_RATE:-0.1}
 .venv/bin/loopline services up
 eval "$(.venv/bin/loopline env)"
 .venv/bin/loopline deploy
@@ -48,6 +51,11 @@ for round in 1 2; do
   # one line per step; the whole log of the run goes to .loopline/logs/run-ID.log
   .venv/bin/loopline watch "$run_id"
 done
+echo
+echo "== monitor: the champion's traffic of the last 10 minutes (flow monitor-model)"
+.venv/bin/prefect deployment run 'monitor-model/local' --watch \
+  --params '{"params": {"model_name": "loopline-classifier", "window_minutes": 10}}' | tail -n 2 \
+  || echo "(the monitor run did not complete: see the Prefect UI)"
 [[ -n $traffic ]] && kill "$traffic" 2>/dev/null || true
 echo
 echo "== datasets"
@@ -86,10 +94,13 @@ else:
     print("  last decision:", decisions[-1].verdict, "-", "; ".join(decisions[-1].reasons)[:300])
 PY
 echo
-echo "== deployments (local model servers)"
-.venv/bin/loopline deployments || true
+echo "== the loop (loopline status)"
+.venv/bin/loopline status || true
 echo
-echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, label-selection, train-trials, model-evaluation, model-aliases, model-deployment, rollout-report, rollout-review)"
+echo "== lineage of the model serving traffic (loopline lineage loopline-classifier@champion)"
+.venv/bin/loopline lineage loopline-classifier@champion --images 3 || true
+echo
+echo "Prefect UI:    ${PREFECT_API_URL%/api}  (flow runs; artifacts collect-summary, label-agreement, label-review, label-selection, train-trials, model-evaluation, model-aliases, model-deployment, rollout-report, rollout-review, model-monitor)"
 echo "MLflow UI:     $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_mlflow_tracking_uri)')  (experiment loopline: the training run, its trials, the ONNX model)"
 echo "Label Studio:  $(.venv/bin/python -c 'from loopline.settings import get_settings; print(get_settings().resolved_label_studio_url)')  (user admin@loopline.local, password in .loopline/secrets/)"
 champion_url="$(.venv/bin/python -c 'from loopline.settings import get_settings; s = get_settings(); print(f"http://{s.host}:{s.serve_port_champion}")')"
