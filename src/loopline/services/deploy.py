@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline.errors import ServiceError
-from loopline.services.platform import prefect_env
+from loopline.services.platform import prefect_env, run_prefect_module
 from loopline.settings import Settings
 
 
@@ -52,14 +52,5 @@ def deploy_all(settings: Settings) -> Deployed:
 
 def apply_automations(settings: Settings) -> list[str]:
     """Run ``python -m blocks.automations`` against the settings' Prefect API; returns what changed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "blocks.automations"],
-        cwd=settings.resolved_project_root,
-        env={**os.environ, **prefect_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        raise ServiceError(f"Creating the Prefect automations failed:\n{result.stderr[-3000:]}")
-    return [line.replace(" automation ", " ", 1) for line in result.stdout.splitlines() if line]
+    output = run_prefect_module(settings, "blocks.automations", "Creating the Prefect automations")
+    return [line.replace(" automation ", " ", 1) for line in output.splitlines() if line]

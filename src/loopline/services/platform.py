@@ -253,10 +253,13 @@ def ensure_work_pools(settings: Settings) -> None:
             )
 
 
-def register_blocks(settings: Settings) -> None:
-    """Save the Prefect blocks that point flows at the local services (blocks/register.py)."""
+def run_prefect_module(settings: Settings, module: str, what: str) -> str:
+    """``python -m MODULE`` in the project against the settings' Prefect API; its output.
+
+    Raises:
+        ServiceError: it failed (``what`` failed, with the end of its error output)."""
     result = subprocess.run(
-        [sys.executable, "-m", "blocks.register"],
+        [sys.executable, "-m", module],
         cwd=settings.resolved_project_root,
         env={**os.environ, **prefect_env(settings)},
         capture_output=True,
@@ -264,7 +267,13 @@ def register_blocks(settings: Settings) -> None:
         timeout=120,
     )
     if result.returncode != 0:
-        raise ServiceError(f"Saving the Prefect blocks failed:\n{result.stderr[-3000:]}")
+        raise ServiceError(f"{what} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def register_blocks(settings: Settings) -> None:
+    """Save the Prefect blocks that point flows at the local services (blocks/register.py)."""
+    run_prefect_module(settings, "blocks.register", "Saving the Prefect blocks")
 
 
 def _check_prerequisites(settings: Settings) -> None:
