@@ -2,8 +2,8 @@
 # Set everything up and run the whole test suite: lint, format, types, unit, integration, e2e.
 # With arguments, one pytest run of those (e.g. `bash scripts/test.sh tests/unit -k agreement`). Without,
 # three pytest processes side by side (most of the suite's time is spent waiting on servers, Label Studio
-# and Prefect's scheduling, not computing): the end-to-end pipelines, the integration modules test_a*..l*,
-# and the unit tests with the integration modules test_m*..z*; each prints its own report.
+# and Prefect's scheduling, not computing): the end-to-end pipelines, the integration modules test_a*..p*,
+# and the unit tests with the integration modules test_q*..z*; each prints its own report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -15,9 +15,9 @@ if (($#)); then
 fi
 mkdir -p .loopline
 shopt -s nullglob
-first_half=(tests/integration/test_[a-l]*.py)
-second_half=(tests/integration/test_[m-z]*.py)
-echo "== pytest: tests/e2e and integration test_a..l in the background (logs in .loopline/test-*.log)"
+first_half=(tests/integration/test_[a-p]*.py)
+second_half=(tests/integration/test_[q-z]*.py)
+echo "== pytest: tests/e2e and integration test_a..p in the background (logs in .loopline/test-*.log)"
 "${pytest[@]}" tests/e2e >.loopline/test-e2e.log 2>&1 &
 e2e=$!
 "${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
@@ -25,7 +25,7 @@ integration=$!
 trap 'kill $e2e $integration 2>/dev/null || true' EXIT
 status=0
 "${pytest[@]}" tests/unit "${second_half[@]}" || status=$?
-echo "== pytest integration test_a..l"
+echo "== pytest integration test_a..p"
 wait $integration || status=$?
 cat .loopline/test-integration.log
 echo "== pytest tests/e2e"
