@@ -78,10 +78,10 @@ def play_dying_challenger(
 
     router = f"http://127.0.0.1:{settings.router_port}"
     stats: list[TrafficStats] = []
-    killed = threading.Event()
+    killed, done = threading.Event(), threading.Event()
 
-    def traffic() -> None:
-        stats.append(asyncio.run(send_traffic(router, 30, rate=40, feedback_delay=0.3)))
+    def traffic() -> None:  # until the flow ends (a loaded machine needs longer to trip the guardrail)
+        stats.append(asyncio.run(send_traffic(router, 240, rate=40, feedback_delay=0.3, stop=done)))
 
     def stop_the_challenger_once_it_served() -> None:
         store = EventStore(settings.resolved_event_store_url)
@@ -95,18 +95,24 @@ def play_dying_challenger(
             time.sleep(0.5)
 
     params = RolloutParameters(
-        ramp=RampPolicy(min_step_seconds=1, min_step_requests=10, steps=(0.5, 0.8, 1.0)),
+        ramp=RampPolicy(
+            min_step_seconds=1, min_step_requests=10, steps=(0.5, 0.8, 1.0), max_duration_seconds=200
+        ),
         statistics=AbConfig(
             min_requests_per_arm=40, min_feedback_per_arm=40, latency_quantile=0.9, margin=0.5
         ),
         interval_seconds=1,
+        review_timeout_seconds=30,  # an experiment that never decides fails the test instead of hanging it
     )
     threads = [threading.Thread(target=f, daemon=True) for f in (traffic, stop_the_challenger_once_it_served)]
     for thread in threads:
         thread.start()
     with prefect_test_harness(server_startup_timeout=60):
         deploy = DeployParameters(target=target, promote_directly=False)  # type: ignore[arg-type]
-        result = rollout_flow(model, data_root, deploy, params)
+        try:
+            result = rollout_flow(model, data_root, deploy, params)
+        finally:
+            done.set()
         during = while_running()
     for thread in threads:
         thread.join(timeout=90)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -75,9 +76,11 @@ async def send_traffic(
     feedback_delay: float = 2.0,
     seed: int = 7,
     images: DemoImages | None = None,
+    stop: threading.Event | None = None,
 ) -> TrafficStats:
-    """Send ``rate`` requests a second for ``seconds`` to the router at ``url`` (open loop: a slow
-    answer does not slow the sender), with feedback for ``feedback_share`` of the answers."""
+    """Send ``rate`` requests a second for ``seconds`` (or until ``stop`` is set) to the router at ``url``
+    (open loop: a slow answer does not slow the sender), with feedback for ``feedback_share`` of the
+    answers."""
     source = images or DemoImages(seed=seed)
     chooser = random.Random(seed)
     stats = TrafficStats()
@@ -119,7 +122,7 @@ async def send_traffic(
             task.add_done_callback(pending.discard)
 
         start = time.monotonic()
-        while time.monotonic() - start < seconds:
+        while time.monotonic() - start < seconds and not (stop is not None and stop.is_set()):
             due = start + stats.sent / rate
             if due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
