@@ -5,9 +5,7 @@ verdict kept in the event store for ``loopline status``."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -32,9 +30,10 @@ from loopline.monitoring.report import render_monitor_report
 from loopline.monitoring.verdict import DriftThresholds, MonitorVerdict
 from loopline.monitoring.verdicts_store import save_verdict
 from loopline.monitoring.window import TrafficWindow, read_window, samples_of
-from loopline.registry.artifacts import ModelFiles, fetch_model_files
+from loopline.registry.artifacts import ModelFiles
 from loopline.registry.registry import check_model_name
 from loopline.rollout.service import open_store as open_event_store
+from loopline.serving.model import fetch_version, read_model_files
 from loopline.settings import get_settings
 from tasks.register import mlflow_client
 from tasks.retry import IO_RETRIES
@@ -69,16 +68,10 @@ def find_monitored_champion(model: str, tracking_uri: str) -> Champion | None:
 
 
 def _model_files(champion: Champion, tracking_uri: str) -> ModelFiles:
-    """The champion's files, downloaded once per run id into the monitor's cache under LOOPLINE_HOME."""
-    folder = get_settings().resolved_home / "cache" / "monitor" / champion.run_id
-    ready = folder / "ready.json"
-    if ready.is_file():
-        kept = json.loads(ready.read_text())
-        return ModelFiles(Path(kept["onnx"]), tuple(kept["labels"]), int(kept["input_size"]), {})
-    files = fetch_model_files(champion.run_id, folder, tracking_uri)
-    kept = {"onnx": str(files.onnx), "labels": list(files.labels), "input_size": files.input_size}
-    ready.write_text(json.dumps(kept))
-    return files
+    """The champion's files, in the model servers' per-version cache (``LOOPLINE_HOME/cache/models``,
+    downloaded once, known to ``loopline gc``)."""
+    cache = get_settings().resolved_home / "cache" / "models"
+    return read_model_files(fetch_version(tracking_uri, champion.name, champion.version, cache))
 
 
 @task(name="load-reference", cache_policy=NO_CACHE, **IO_RETRIES)

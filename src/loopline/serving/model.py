@@ -18,13 +18,16 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loopline.errors import ModelLoadError, ModelNotFound
 from loopline.registry.evaluation import softmax
 from loopline.registry.registry import is_not_found, resolve_alias
+
+if TYPE_CHECKING:
+    from loopline.registry.artifacts import ModelFiles
 
 __all__ = [
     "ClassScore",
@@ -182,6 +185,17 @@ class LoadedModel:
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         outputs = self.session.run([self.output_name], {self.input_name: inputs})
         return np.asarray(outputs[0], dtype=np.float32)
+
+
+def read_model_files(folder: Path) -> ModelFiles:
+    """The ONNX file and class mapping of a version folder as ``fetch_version`` leaves it (no splits).
+
+    Raises:
+        ModelLoadError: a file is missing or the class mapping is malformed."""
+    from loopline.registry.artifacts import ModelFiles
+
+    labels, input_size = _read_mapping(folder / MAPPING)
+    return ModelFiles(_find_onnx(folder), labels, input_size, {})
 
 
 def load_model(folder: Path, name: str, version: str, threads: int | None = None) -> LoadedModel:
