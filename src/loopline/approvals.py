@@ -16,6 +16,7 @@ class WaitingRun:
     id: str
     name: str
     state: str
+    since: str = ""  # when it began waiting (ISO 8601)
 
 
 def _unreachable(api_url: str, exc: Exception) -> ApprovalError:
@@ -41,7 +42,10 @@ def list_waiting(api_url: str) -> list[WaitingRun]:
             f"{body.text[:300]}. To fix this, check that LOOPLINE_PREFECT_API_URL points at a Prefect "
             "server's /api (e.g. http://127.0.0.1:4200/api)."
         )
-    return [WaitingRun(r["id"], r["name"], r["state_name"]) for r in body.json()]
+    return [
+        WaitingRun(r["id"], r["name"], r["state_name"], (r.get("state") or {}).get("timestamp") or "")
+        for r in body.json()
+    ]
 
 
 def send_decision(

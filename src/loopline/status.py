@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 
 from loopline.deploy.base import DeploymentRecord
-from loopline.errors import ServiceError
 from loopline.rollout.events import ExperimentState
 from loopline.services.platform import ServiceStatus
 from loopline.settings import Settings
@@ -100,12 +99,9 @@ def _experiment(settings: Settings, model: str) -> dict[str, Any]:
 
 
 def _drift(settings: Settings, model: str) -> dict[str, Any]:
-    url = settings.resolved_event_store_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return {}
     from loopline.monitoring.verdicts_store import latest_verdict
 
-    found = latest_verdict(url, model)
+    found = latest_verdict(settings.resolved_event_store_url, model)  # a missing SQLite file: None
     if found is None:
         return {}
     what = ", ".join(found.drifted) or "nothing drifted"
@@ -115,27 +111,14 @@ def _drift(settings: Settings, model: str) -> dict[str, Any]:
 
 
 def _prefect(settings: Settings, limit: int) -> dict[str, Any]:
+    from loopline.approvals import list_waiting
+
     api = settings.resolved_prefect_api_url
-
-    def runs(state: str, sort: str, limit: int) -> list[dict[str, Any]]:
-        body = {"flow_runs": {"state": {"type": {"any_": [state]}}}, "sort": sort, "limit": limit}
-        try:
-            answer = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
-        except httpx.TransportError as exc:
-            raise ServiceError(
-                f"the Prefect API at {api} is not reachable ({exc}). To fix this, start it (`loopline "
-                "services up`) or set LOOPLINE_PREFECT_API_URL."
-            ) from exc
-        answer.raise_for_status()
-        found: list[dict[str, Any]] = answer.json()
-        return found
-
-    paused = runs("PAUSED", "EXPECTED_START_TIME_ASC", 50)
-    waiting = [
-        Waiting(r["id"], r["name"], r["state"]["name"], _iso(r["state"].get("timestamp") or ""))
-        for r in paused
-    ]
-    scheduled = runs("SCHEDULED", "EXPECTED_START_TIME_ASC", limit)
+    waiting = [Waiting(r.id, r.name, r.state, _iso(r.since)) for r in reversed(list_waiting(api))]
+    body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}, "sort": "EXPECTED_START_TIME_ASC"}
+    answer = httpx.post(f"{api}/flow_runs/filter", json={**body, "limit": limit}, timeout=10)
+    answer.raise_for_status()
+    scheduled: list[dict[str, Any]] = answer.json()
     names = _deployment_names(api, {r["deployment_id"] for r in scheduled if r.get("deployment_id")})
     upcoming = [
         ScheduledRun(names.get(r.get("deployment_id") or "", "-"), r["name"], _iso(r["expected_start_time"]))

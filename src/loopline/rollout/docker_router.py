@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from loopline.deploy.docker import find_container, remove_container
 from loopline.deploy.images import docker_client
 from loopline.errors import ServiceError
 from loopline.rollout.router_settings import RouterSettings
-from loopline.rollout.service import await_status, router_url
+from loopline.rollout.service import await_status, router_answers, router_url
 from loopline.services.process import port_in_use
 from loopline.settings import Settings
 
@@ -130,7 +128,7 @@ class DockerRouter:
             why = exc.explanation or exc
             raise ServiceError(f"Docker refused to start {CONTAINER} from {image}: {why}") from exc
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(self.url()):
+        while not router_answers(self.url()):
             container.reload()
             if container.status in ("exited", "dead") or time.monotonic() > deadline:
                 logs = container.logs(tail=25).decode(errors="replace")
@@ -144,10 +142,3 @@ class DockerRouter:
 
     def stop(self) -> bool:
         return remove_container(self.docker, CONTAINER)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -34,8 +34,12 @@ def router_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.router_port}"
 
 
-def _healthy(url: str) -> bool:
-    return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+def router_answers(url: str) -> bool:
+    """Whether the router at ``url`` answers ``/healthz`` with 200 (it has read its experiment)."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def router_spec(settings: Settings, model: str) -> ProcessSpec:
@@ -48,7 +52,7 @@ def router_spec(settings: Settings, model: str) -> ProcessSpec:
         command=[loopline, "route", "--model", model, *where],
         state_dir=settings.resolved_home,
         url=url,
-        health=lambda: _healthy(url),
+        health=lambda: router_answers(url),
         env={"LOOPLINE_HOME": str(settings.resolved_home)},
         port=settings.router_port,
         host=settings.host,
