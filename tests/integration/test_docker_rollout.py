@@ -38,6 +38,7 @@ def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_contai
     settings = scenario_settings(
         monkeypatch, tmp_path / "home", tracking_uri,
         LOOPLINE_SERVE_IMAGE=serving_image.tags[0], LOOPLINE_DEPLOY_TARGET="docker",
+        LOOPLINE_ROUTER_SAMPLE_RATE="0.2",
     )  # fmt: skip
     servers = ContainerServers(settings, tracking_uri, NAME, engine)
     router = f"http://127.0.0.1:{settings.router_port}"
@@ -62,6 +63,8 @@ def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_contai
         assert host_config["ReadonlyRootfs"] and host_config["CapDrop"] == ["ALL"]
         assert host_config["Binds"] == [f"{settings.resolved_home}:{settings.resolved_home}:rw"]
         assert routed.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"  # writes the SQLite file
+        kept = list((Path(settings.resolved_data_root) / "production").iterdir())  # the data root is in home
+        assert kept and all(p.suffix == ".png" and len(p.stem) == 64 for p in kept)  # content-addressed
         assert not engine.containers.list(all=True, filters={"name": container_name(NAME, "challenger")})
 
         store = EventStore(settings.resolved_event_store_url)
@@ -74,6 +77,9 @@ def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_contai
         assert DockerRouter(settings, engine).stop()  # ...and flushed on `docker stop` (SIGTERM)
         after = store.arm_summaries(f"{NAME}-v{v2}")
         assert after["champion"].requests == before["champion"].requests + 20
+        samples = store.list_samples()
+        assert {s.content_hash for s, _ in samples} == {p.stem for p in kept}
+        assert all(r is not None and r.status == 200 for _, r in samples)
     finally:
         DockerRouter(settings, engine).stop()
         for found in engine.containers.list(all=True, filters={"label": f"loopline.model={NAME}"}):

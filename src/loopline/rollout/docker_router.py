@@ -90,7 +90,9 @@ class DockerRouter:
         folders = [sqlite_folder(store)]
         if sample_rate > 0 and not settings.resolved_data_root.startswith("s3://"):
             folders.append(Path(settings.resolved_data_root))  # the sample goes to its production/
-        volumes = {str(f): {"bind": str(f), "mode": "rw"} for f in folders if f is not None}
+        found = [f.resolve() for f in folders if f is not None]
+        mounted = [f for f in found if not any(o != f and o in f.parents for o in found)]  # none twice
+        volumes = {str(f): {"bind": str(f), "mode": "rw"} for f in dict.fromkeys(mounted)}
         for folder in volumes:
             Path(folder).mkdir(parents=True, exist_ok=True)
         user = f"{os.getuid()}:{os.getgid()}" if volumes else None  # to write the mounted files
