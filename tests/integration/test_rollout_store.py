@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from loopline.rollout.events import Decision, ExperimentState, Feedback, RoutedRequest
+from loopline.rollout.events import Decision, ExperimentState, Feedback, RoutedRequest, ServedSample
 from loopline.rollout.stats import summarize
 from loopline.rollout.store import (
     EventStore,
@@ -515,3 +515,19 @@ def test_a_crash_loses_at_most_the_unflushed_buffer_and_keeps_the_experiment(url
     found = restarted.get_experiment("exp")
     assert found is not None and (found.version, found.state.weight, found.state.step) == (1, 0.5, 1)
     restarted.close()
+
+
+def test_served_samples_are_kept_once_per_request_in_time_order(store: EventStore) -> None:
+    t0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    served = RoutedRequest("r1", "exp", "champion", "1", "u", 2.0, 200, "7", 0.8, at=t0)
+    store.insert_requests([served])
+    rows = [
+        ServedSample("r2", "bb", "/d/production/bb.png", t0 + timedelta(seconds=2)),
+        ServedSample("r1", "aa", "/d/production/aa.png", t0 + timedelta(seconds=1)),
+    ]
+    store.insert_samples(rows)
+    store.insert_samples(list(reversed(rows)))  # a retried batch: nothing twice
+    found = store.list_samples()
+    assert [(s.request_id, r) for s, r in found] == [("r1", served), ("r2", None)]  # r2's row not stored
+    assert [s.request_id for s, _ in store.list_samples(since=t0 + timedelta(seconds=2))] == ["r2"]
+    assert store.list_samples(until=t0 + timedelta(seconds=1)) == []
