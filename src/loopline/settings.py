@@ -7,9 +7,19 @@ are what a process starts from. Nothing here is read at import time: call :func:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loopline.local_secrets import read_or_create_secret
+
+Tier = Literal["laptop", "team"]
+TIER_FILE = (
+    "tier"  # under the home: written by `loopline services up --tier`, read when LOOPLINE_TIER is unset
+)
+TEAM_BUCKET = "loopline"  # the one-machine team tier's bucket: data/, mlflow/, results/
+TEAM_DATABASES = ("prefect", "mlflow", "labelstudio", "optuna", "events")
 
 
 class Settings(BaseSettings):
@@ -25,6 +35,14 @@ class Settings(BaseSettings):
         default=Path("."), description="The loopline checkout: flows/, prefect.yaml, .venv-labelstudio/."
     )
     host: str = Field(default="127.0.0.1", description="Interface the local services bind to.")
+    tier: Tier | None = Field(
+        default=None,
+        description="laptop: SQLite and local folders. team: the same services on PostgreSQL and an S3 API "
+        "server (on this machine unless endpoints are set). Default: what `loopline services up --tier` "
+        "chose for this home, else laptop.",
+    )
+    postgres_port: int = Field(default=5433, ge=1, le=65535, description="The team tier's PostgreSQL.")
+    s3_port: int = Field(default=9000, ge=1, le=65535, description="The team tier's S3 API server.")
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     label_studio_port: int = Field(default=8080, ge=1, le=65535)
@@ -140,6 +158,44 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1")
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _team_defaults(self) -> Settings:
+        """On the team tier, what is not set explicitly points at the tier's PostgreSQL and S3 server."""
+        if self.resolved_tier != "team":
+            return self
+        explicit = self.model_fields_set
+        secrets = self.resolved_home / "secrets"
+        defaults: dict[str, object] = {
+            "s3_endpoint_url": f"http://{self.host}:{self.s3_port}",
+            "s3_access_key_id": SecretStr(read_or_create_secret(secrets / "s3-access-key-id", 10)),
+            "s3_secret_access_key": SecretStr(read_or_create_secret(secrets / "s3-secret-access-key", 20)),
+            "data_root": f"s3://{TEAM_BUCKET}/data",
+            "event_store_url": SecretStr(self.team_database_url("events")),
+            "optuna_storage": SecretStr(self.team_database_url("optuna")),
+            "result_storage_block": "s3-bucket/loopline-results",
+        }
+        for name, value in defaults.items():
+            if name not in explicit:
+                object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def resolved_tier(self) -> Tier:
+        if self.tier is not None:
+            return self.tier
+        try:
+            chosen = (self.resolved_home / TIER_FILE).read_text().strip()
+        except OSError:
+            return "laptop"
+        return "team" if chosen == "team" else "laptop"
+
+    def team_database_url(self, database: str, driver: str = "psycopg") -> str:
+        """SQLAlchemy URL of one of the team tier's databases (``loopline_<database>``)."""
+        password = read_or_create_secret(self.resolved_home / "secrets" / "postgres-password", 16)
+        return (
+            f"postgresql+{driver}://loopline:{password}@{self.host}:{self.postgres_port}/loopline_{database}"
+        )
 
     @property
     def resolved_home(self) -> Path:

@@ -28,8 +28,8 @@ from loopline.deploy.aliases import align_aliases, restore_alias, rollback_versi
 from loopline.deploy.base import ROLES, DeploymentRecord, DeploymentRefused, DeployState, Role
 from loopline.deploy.smoke import SmokeCases, smoke_test
 from loopline.errors import LooplineError
+from loopline.local_secrets import read_or_create_secret
 from loopline.registry.registry import CHAMPION
-from loopline.services.credentials import read_or_create_secret
 from loopline.settings import Settings
 
 ADMIN_TOKEN_FILE = "serving-admin-token"
