@@ -6,10 +6,12 @@ Run from the repository root: ``python -m blocks.register`` (``loopline services
 from __future__ import annotations
 
 from prefect.filesystems import LocalFileSystem
+from prefect_aws import AwsCredentials, S3Bucket
+from prefect_aws.client_parameters import AwsClientParameters
 
 from blocks.servers import BLOCK_NAME, DataRoot, LabelStudioServer, MLflowServer
 from loopline.services.credentials import label_studio_credentials
-from loopline.settings import get_settings
+from loopline.settings import TEAM_BUCKET, Settings, get_settings
 
 
 def register_blocks() -> list[str]:
@@ -34,7 +36,21 @@ def register_blocks() -> list[str]:
         results = settings.resolved_home / "results"
         LocalFileSystem(basepath=str(results)).save(name, overwrite=True)
         saved.append(settings.result_storage_block)
+    elif block_type == "s3-bucket" and settings.resolved_tier == "team":  # the one-machine team tier's
+        results_bucket(settings).save(name, overwrite=True)
+        saved.append(settings.result_storage_block)
     return saved
+
+
+def results_bucket(settings: Settings) -> S3Bucket:
+    """Prefect results in the team tier's bucket (``results/``), through its S3 server."""
+    credentials = AwsCredentials(
+        aws_access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        region_name=settings.s3_region,
+        aws_client_parameters=AwsClientParameters(endpoint_url=settings.s3_endpoint_url),
+    )
+    return S3Bucket(bucket_name=TEAM_BUCKET, bucket_folder="results", credentials=credentials)
 
 
 if __name__ == "__main__":

@@ -5,25 +5,46 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from loopline.cli import app, fail, services_app
-from loopline.errors import LooplineError
-from loopline.settings import get_settings
+from loopline.errors import LooplineError, ServiceError
+from loopline.settings import TIER_FILE, Tier, get_settings
 
 if TYPE_CHECKING:
     from loopline.services.platform import ServiceStatus
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    tier: Annotated[
+        Tier | None,
+        typer.Option(
+            help="laptop: SQLite and local folders. team: PostgreSQL and an S3 API server as well, which "
+            "the services and flows use instead. Remembered for this home (LOOPLINE_TIER overrides it).",
+        ),
+    ] = None,
+) -> None:
     """Start every local service that is not running (idempotent)."""
     from loopline.services import platform
 
+    settings = get_settings()
+    if tier is not None and tier != settings.resolved_tier:
+        if any(s.state != "stopped" for s in platform.status(settings)):
+            fail(
+                ServiceError(
+                    f"The services of this home run on the {settings.resolved_tier} tier. To switch to "
+                    f"{tier}, "
+                    "run `loopline services down` first (each tier keeps its own state)."
+                )
+            )
+        settings.resolved_home.mkdir(parents=True, exist_ok=True)
+        (settings.resolved_home / TIER_FILE).write_text(tier + "\n")
+        settings = get_settings()
     try:
-        statuses = platform.up(get_settings())
+        statuses = platform.up(settings)
     except LooplineError as exc:
         fail(exc)
     _print_statuses(statuses)
@@ -246,3 +267,31 @@ def demo_annotate(
             except LooplineError as exc:
                 typer.echo(f"demo annotator: {exc}", err=True)
             time.sleep(interval)
+
+
+@app.command("doctor")
+def doctor(
+    model: str = typer.Option(
+        "loopline-classifier", "--model", help="Registered model whose aliases to check."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="The findings as JSON (for scripts and CI)."),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds each request may wait for an answer."),
+) -> None:
+    """Check the configuration end to end (Prefect API, work pools and workers, blocks, MLflow, Label Studio,
+    data root, databases): ok / warning / failed with the fix, never a secret. Exits 1 if any check failed."""
+    from loopline.doctor import exit_code, run_doctor
+    from loopline.doctor.render import render_check, render_json, summary
+
+    checks = run_doctor(get_settings(), model=model, timeout=timeout)
+    if as_json:
+        typer.echo(render_json(checks))
+    else:
+        colours = {"ok": typer.colors.GREEN, "warning": typer.colors.YELLOW, "failed": typer.colors.RED}
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            first, *rest = render_check(check, width)
+            typer.secho(first, fg=colours[check.status])
+            for line in rest:
+                typer.echo(line)
+        typer.echo(summary(checks))
+    raise typer.Exit(code=exit_code(checks))

@@ -21,6 +21,7 @@ import httpx
 
 from loopline.errors import ServiceError
 from loopline.services import process
+from loopline.services import team as team_tier
 from loopline.services.credentials import label_studio_credentials
 from loopline.services.process import ProcessSpec
 from loopline.settings import Settings
@@ -59,7 +60,9 @@ def _get_ok(url: str, headers: dict[str, str] | None = None) -> bool:
 
 def prefect_env(settings: Settings) -> dict[str, str]:
     """Environment of every Prefect process of the local platform."""
+    tier = {"LOOPLINE_TIER": settings.resolved_tier} if settings.tier else {}
     return {
+        **tier,
         "PREFECT_API_URL": settings.resolved_prefect_api_url,
         "PREFECT_HOME": str(settings.resolved_home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -103,8 +106,9 @@ def seed_label_studio_database(data_dir: Path, venv: Path) -> None:
 
 
 def service_specs(settings: Settings) -> list[ProcessSpec]:
-    """The four services in start order."""
+    """The four services in start order (after the team tier's PostgreSQL and S3 server, on that tier)."""
     home = settings.resolved_home
+    team = settings.resolved_tier == "team"
     host = settings.host
     api = settings.resolved_prefect_api_url
     creds = label_studio_credentials(settings)
@@ -115,7 +119,23 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
     ls_bin = ls_venv / "bin" / "label-studio"
     ls_data = home / "label-studio" / "data"
     mlflow_dir = home / "mlflow"
+    mlflow_store = [
+        "--backend-store-uri",
+        f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(mlflow_dir / "artifacts"),
+    ]
+    mlflow_env: dict[str, str] = {}
+    prefect_database: dict[str, str] = {}
+    label_studio_database = {"DJANGO_DB": "sqlite"}
+    if team:
+        mlflow_store, mlflow_env = team_tier.mlflow_team_args(settings)
+        label_studio_database = team_tier.label_studio_team_env(settings)
+        prefect_database = {
+            "PREFECT_API_DATABASE_CONNECTION_URL": settings.team_database_url("prefect", driver="asyncpg")
+        }
     return [
+        *(team_tier.team_specs(settings) if team else []),
         ProcessSpec(
             name="prefect-server",
             command=[
@@ -130,7 +150,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
             state_dir=home,
             url=f"http://{host}:{settings.prefect_port}",
             health=lambda: _get_ok(f"{api}/health"),
-            env=prefect_env(settings),
+            env={**prefect_env(settings), **prefect_database},
             port=settings.prefect_port,
             host=host,
         ),
@@ -168,10 +188,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
                 host,
                 "--port",
                 str(settings.mlflow_port),
-                "--backend-store-uri",
-                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(mlflow_dir / "artifacts"),
+                *mlflow_store,
                 "--serve-artifacts",
                 "--workers",
                 "1",
@@ -179,7 +196,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
             state_dir=home,
             url=f"http://{host}:{settings.mlflow_port}",
             health=lambda: _get_ok(f"http://{host}:{settings.mlflow_port}/health"),
-            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **mlflow_env},
             port=settings.mlflow_port,
             host=host,
         ),
@@ -203,7 +220,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
             env={
                 "HOME": str(home / "label-studio" / "home"),
                 "LABEL_STUDIO_BASE_DATA_DIR": str(ls_data),
-                "DJANGO_DB": "sqlite",
+                **label_studio_database,
                 "LABEL_STUDIO_USERNAME": creds.username,
                 "LABEL_STUDIO_PASSWORD": creds.password.get_secret_value(),
                 "LABEL_STUDIO_USER_TOKEN": creds.token.get_secret_value(),
@@ -220,7 +237,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
             port=settings.label_studio_port,
             host=host,
             start_timeout=180,
-            prepare=lambda: seed_label_studio_database(ls_data, ls_venv),
+            prepare=None if team else lambda: seed_label_studio_database(ls_data, ls_venv),
         ),
     ]
 
@@ -294,9 +311,16 @@ def up(settings: Settings) -> list[ServiceStatus]:
     """
     _check_prerequisites(settings)
     specs = {s.name: s for s in service_specs(settings)}
-    servers = ("prefect-server", "mlflow", "label-studio")
-    launched = {name: process.launch(specs[name]) for name in servers}
+    launched: dict[str, tuple[int, bool]] = {}
     try:
+        if settings.resolved_tier == "team":
+            for name in ("postgres", "s3"):
+                launched[name] = process.launch(specs[name])
+            for name in ("postgres", "s3"):
+                process.wait_healthy(specs[name], launched[name][0])
+            team_tier.create_databases_and_bucket(settings)
+        for name in ("prefect-server", "mlflow", "label-studio"):
+            launched[name] = process.launch(specs[name])
         process.wait_healthy(specs["prefect-server"], launched["prefect-server"][0])
         ensure_work_pools(settings)
         register_blocks(settings)
@@ -304,7 +328,7 @@ def up(settings: Settings) -> list[ServiceStatus]:
         for name in ("prefect-worker", "mlflow", "label-studio"):
             process.wait_healthy(specs[name], launched[name][0])
     except ServiceError:
-        for name, (_, started_now) in launched.items():
+        for name, (_, started_now) in reversed(launched.items()):
             if started_now:
                 process.stop(specs[name])
         raise
