@@ -1,22 +1,32 @@
-"""A small, typed client for the Label Studio REST API (the parts loopline uses).
+"""Loopline's adapter to Label Studio on the official SDK (``label-studio-sdk``): the parts loopline uses.
 
-Every failure names the server URL and the fix: unreachable (``LabelStudioUnavailable``, worth a retry),
-token rejected, project missing, or a validation error with Label Studio's own field messages.
-Projects are found by a key written into their description, so get-or-create is idempotent.
+The token is a legacy token (sent as ``Token …``) or a personal access token (a JWT the SDK exchanges at
+``/api/token/refresh/`` for access tokens sent as ``Bearer …``, refreshed when they expire): the SDK's one
+auth path, also for the few calls it has no method for (through its HTTP client). Every failure names the
+server URL and the fix (see ``studio_errors``). Projects are found by a key written into their description,
+so get-or-create is idempotent.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, cast
 
 import httpx
+from label_studio_sdk import LabelStudio as Sdk
+from label_studio_sdk.core.api_error import ApiError
 
-from loopline.errors import LabelStudioError, LabelStudioUnavailable, ProjectMissing
+from loopline.errors import LabelStudioError
+from loopline.labeling.studio_errors import refusal, token_kind, unreachable
 
 KEY_MARKER = "loopline-key:"
+# Loopline's tasks retry Label Studio calls (with backoff lists); the SDK's own retries are off.
+NO_RETRIES: Any = {"max_retries": 0}
 
 
 @dataclass(frozen=True)
@@ -44,16 +54,35 @@ class Project:
 
 
 class LabelStudio:
-    """Label Studio at ``url`` with an API token (legacy ``Token`` scheme)."""
+    """Label Studio at ``url`` with an API token: a legacy token or a personal access token."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout
+        self.token_kind = token_kind(token)
+        self._token = token
+        self._timeout = timeout
+        # No cookies: Label Studio's session cookie would be a second way in (hiding a dead token).
+        self._httpx = httpx.Client(
+            timeout=timeout, follow_redirects=True, cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         )
+        self._client: Sdk | None = None
+
+    @property
+    def sdk(self) -> Sdk:
+        """The SDK client (made on first use: the SDK refuses an expired personal access token at once)."""
+        if self._client is None:
+            with self._errors("reading the API token"):
+                self._client = Sdk(
+                    base_url=self.url,
+                    api_key=self._token,
+                    timeout=self._timeout,
+                    max_retries=0,
+                    httpx_client=self._httpx,
+                )
+        return self._client
 
     def close(self) -> None:
-        self._client.close()
+        self._httpx.close()
 
     def __enter__(self) -> LabelStudio:
         return self
@@ -61,52 +90,64 @@ class LabelStudio:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, project_id: int | None = None, **kwargs: Any) -> Any:
+    def __repr__(self) -> str:
+        return f"LabelStudio({self.url!r}, <{self.token_kind}>)"
+
+    @contextmanager
+    def _errors(self, what: str, project_id: int | None = None) -> Iterator[None]:
+        """Turn the SDK's and httpx's failures into loopline's named errors."""
         try:
-            response = self._client.request(method, path, **kwargs)
+            yield
         except httpx.TransportError as exc:
-            raise LabelStudioUnavailable(
-                f"Label Studio at {self.url} is not reachable ({type(exc).__name__}: {exc}). To fix this, "
-                "start it (`loopline services up`) or point LOOPLINE_LABEL_STUDIO_URL at a running server."
+            raise unreachable(self.url, exc) from exc
+        except ApiError as exc:
+            raise refusal(
+                self.url, exc.status_code or 0, exc.body, what, self.token_kind, project_id
             ) from exc
-        if response.status_code == 401:
+        except json.JSONDecodeError as exc:  # e.g. the token refresh answered by something else
             raise LabelStudioError(
-                f"Label Studio at {self.url} rejected the API token (401). To fix this, set "
-                "LOOPLINE_LABEL_STUDIO_TOKEN to a valid token (Account & Settings → Access Token)."
-            )
-        if response.status_code == 404 and project_id is not None:
-            raise ProjectMissing(
-                f"Label Studio project {project_id} no longer exists at {self.url}. Its labels are not lost "
-                "if an export was taken; to continue, rerun the flow: it creates the project again."
-            )
-        if response.status_code >= 500:
-            raise LabelStudioUnavailable(
-                f"Label Studio at {self.url} failed with {response.status_code} on {method} {path}: "
-                f"{response.text[:300]}"
+                f"{self.url} answered {what} with something that is not JSON. To fix this, point "
+                "LOOPLINE_LABEL_STUDIO_URL at a Label Studio server (1.20 or later for personal access "
+                "tokens)."
+            ) from exc
+
+    def _send(self, method: str, path: str, project_id: int | None = None, **kwargs: Any) -> httpx.Response:
+        """One call the SDK has no method for, through the SDK's HTTP client (and so its auth)."""
+        what = f"{method} {path}"
+        with self._errors(what, project_id):
+            response = self.sdk._client_wrapper.httpx_client.request(
+                path, method=method, request_options=NO_RETRIES, **kwargs
             )
         if response.status_code >= 400:
-            raise LabelStudioError(
-                f"Label Studio at {self.url} refused {method} {path} ({response.status_code}): "
-                f"{response.text[:500]}"
-            )
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise refusal(self.url, response.status_code, body, what, self.token_kind, project_id)
+        return response
+
+    def request(self, method: str, path: str, *, project_id: int | None = None, **kwargs: Any) -> Any:
+        """Any Label Studio API call (``params=``, ``json=``); its JSON answer, None for an empty one."""
+        response = self._send(method, path, project_id, **kwargs)
         return response.json() if response.content else None
+
+    def get_bytes(self, path: str) -> bytes:
+        """A file Label Studio serves, e.g. a task's resolved image URL."""
+        return self._send("GET", path).content
 
     # -- projects -----------------------------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", "/api/current-user/whoami")
-        return result
+        with self._errors("GET /api/current-user/whoami"):
+            return self.sdk.users.whoami(request_options=NO_RETRIES).dict()
 
     def find_project(self, key: str) -> Project | None:
-        page = 1
-        while True:
-            body = self.request("GET", "/api/projects", params={"page": page, "page_size": 100})
-            for p in body.get("results", []):
-                if f"{KEY_MARKER} {key}" in (p.get("description") or ""):
+        with self._errors("listing projects"):
+            projects: Iterator[Any] = iter(self.sdk.projects.list(page_size=100, request_options=NO_RETRIES))
+            for p in projects:
+                if f"{KEY_MARKER} {key}" in (p.description or ""):
                     return self._project(p, key, created=False)
-            if not body.get("next"):
-                return None
-            page += 1
+        return None
 
     def get_or_create_project(
         self, key: str, title: str, label_config: str, maximum_annotations: int, description: str = ""
@@ -115,36 +156,32 @@ class LabelStudio:
         found = self.find_project(key)
         if found is not None:
             return found
-        body = self.request(
-            "POST",
-            "/api/projects",
-            json={
-                "title": title[:50],
-                "description": f"{description}\n\n{KEY_MARKER} {key}".strip(),
-                "label_config": label_config,
-                "maximum_annotations": maximum_annotations,
-                "show_skip_button": True,
-            },
-        )
+        with self._errors(f"creating project {title[:50]!r}"):
+            body = self.sdk.projects.create(
+                title=title[:50],
+                description=f"{description}\n\n{KEY_MARKER} {key}".strip(),
+                label_config=label_config,
+                maximum_annotations=maximum_annotations,
+                show_skip_button=True,
+                request_options=NO_RETRIES,
+            )
         return self._project(body, key, created=True)
 
-    def _project(self, body: dict[str, Any], key: str, created: bool) -> Project:
+    def _project(self, body: Any, key: str, created: bool) -> Project:
         return Project(
-            id=int(body["id"]),
-            title=body.get("title", ""),
+            id=int(body.id),
+            title=body.title or "",
             key=key,
-            label_config=body.get("label_config", ""),
-            maximum_annotations=int(body.get("maximum_annotations") or 1),
+            label_config=body.label_config or "",
+            maximum_annotations=int(body.maximum_annotations or 1),
             created=created,
         )
 
     def set_maximum_annotations(self, project_id: int, maximum_annotations: int) -> None:
-        self.request(
-            "PATCH",
-            f"/api/projects/{project_id}",
-            project_id=project_id,
-            json={"maximum_annotations": maximum_annotations},
-        )
+        with self._errors(f"updating project {project_id}", project_id):
+            self.sdk.projects.update(
+                project_id, maximum_annotations=maximum_annotations, request_options=NO_RETRIES
+            )
 
     def request_annotations(self, project_id: int, overlaps: dict[int, int]) -> None:
         """Ask for ``overlap`` annotations on each task (task id → overlap), e.g. one more for a tie.
@@ -155,46 +192,49 @@ class LabelStudio:
         ``maximum_annotations`` later resets the overlap of every task above 1 to the new maximum.
         """
         for task_id, overlap in sorted(overlaps.items()):
-            self.request(
-                "PATCH",
-                f"/api/tasks/{task_id}",
-                project_id=project_id,
-                json={"overlap": overlap, "is_labeled": False},
-            )
+            with self._errors(f"updating task {task_id}", project_id):
+                self.sdk.tasks.update(
+                    str(task_id), overlap=overlap, is_labeled=False, request_options=NO_RETRIES
+                )
 
     def task_states(self, project_id: int, task_ids: list[int]) -> dict[int, TaskState]:
         """Task id → its annotations (skipped ones included) and overlap; one request per task, so for
         a few tasks (Label Studio's exports leave the overlap out)."""
         states = {}
         for task_id in sorted(task_ids):
-            body = self.request("GET", f"/api/tasks/{task_id}", project_id=project_id)
-            states[task_id] = TaskState(len(body.get("annotations") or []), int(body.get("overlap") or 1))
+            with self._errors(f"reading task {task_id}", project_id):
+                task = self.sdk.tasks.get(str(task_id), request_options=NO_RETRIES)
+            annotations = getattr(task, "annotations", None) or []
+            states[task_id] = TaskState(len(annotations), int(getattr(task, "overlap", None) or 1))
         return states
 
     def progress(self, project_id: int) -> ProjectProgress:
-        body = self.request("GET", f"/api/projects/{project_id}", project_id=project_id)
+        with self._errors(f"reading project {project_id}", project_id):
+            body = self.sdk.projects.get(project_id, request_options=NO_RETRIES)
         return ProjectProgress(
-            tasks=int(body.get("task_number") or 0),
-            finished=int(body.get("finished_task_number") or 0),
-            annotations=int(body.get("total_annotations_number") or 0),
-            skipped=int(body.get("skipped_annotations_number") or 0),
+            tasks=int(body.task_number or 0),
+            finished=int(body.finished_task_number or 0),
+            annotations=int(body.total_annotations_number or 0),
+            skipped=int(body.skipped_annotations_number or 0),
         )
 
     # -- storage and tasks --------------------------------------------------------------------------
 
     def ensure_local_storage(self, project_id: int, path: str) -> int:
         """A Local Files storage for ``path`` (Label Studio serves task images only from one)."""
-        existing = self.request("GET", "/api/storages/localfiles", params={"project": project_id})
-        for storage in existing or []:
-            if storage.get("path") == path:
-                return int(storage["id"])
-        body = self.request(
-            "POST",
-            "/api/storages/localfiles",
-            project_id=project_id,
-            json={"project": project_id, "path": path, "use_blob_urls": True, "title": "loopline data root"},
-        )
-        return int(body["id"])
+        local = self.sdk.import_storage.local
+        with self._errors(f"adding a Local Files storage for {path} to project {project_id}", project_id):
+            for storage in local.list(project=project_id, request_options=NO_RETRIES):
+                if storage.path == path:
+                    return int(storage.id or 0)
+            created = local.create(
+                project=project_id,
+                path=path,
+                use_blob_urls=True,
+                title="loopline data root",
+                request_options=NO_RETRIES,
+            )
+        return int(created.id or 0)
 
     def ensure_s3_storage(
         self,
@@ -209,31 +249,30 @@ class LabelStudio:
     ) -> int:
         """An S3 import storage for ``s3://bucket/prefix``: Label Studio then serves ``s3://`` task images
         itself (``presign=False``: proxied, so the browser needs no access to the bucket)."""
-        existing = self.request("GET", "/api/storages/s3", params={"project": project_id})
-        for storage in existing or []:
-            if storage.get("bucket") == bucket and (storage.get("prefix") or "") == prefix:
-                return int(storage["id"])
-        body = self.request(
-            "POST",
-            "/api/storages/s3",
-            project_id=project_id,
-            json={
-                "project": project_id,
-                "title": "loopline data root",
-                "bucket": bucket,
-                "prefix": prefix,
-                "use_blob_urls": True,
-                "presign": False,
-                "s3_endpoint": endpoint_url or "",
-                "region_name": region,
-                "aws_access_key_id": access_key_id or "",
-                "aws_secret_access_key": secret_access_key or "",
-            },
-        )
-        return int(body["id"])
+        s3 = self.sdk.import_storage.s3
+        with self._errors(
+            f"adding an S3 storage for s3://{bucket}/{prefix} to project {project_id}", project_id
+        ):
+            for storage in s3.list(project=project_id, request_options=NO_RETRIES):
+                if storage.bucket == bucket and (storage.prefix or "") == prefix:
+                    return int(storage.id or 0)
+            created = s3.create(
+                project=project_id,
+                title="loopline data root",
+                bucket=bucket,
+                prefix=prefix,
+                use_blob_urls=True,
+                presign=False,
+                s3endpoint=endpoint_url or "",
+                region_name=region,
+                aws_access_key_id=access_key_id or "",
+                aws_secret_access_key=secret_access_key or "",
+                request_options=NO_RETRIES,
+            )
+        return int(created.id or 0)
 
     def _tasks(self, project_id: int, fields: str) -> Iterator[dict[str, Any]]:
-        """Every task of the project, page by page."""
+        """Every task of the project, page by page, as Label Studio's JSON (what exports hold too)."""
         seen, page = 0, 1
         while True:
             body = self.request(
@@ -259,38 +298,40 @@ class LabelStudio:
 
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> list[int]:
         """One bulk import call; returns the new task ids."""
-        body = self.request(
-            "POST",
-            f"/api/projects/{project_id}/import",
-            project_id=project_id,
-            params={"return_task_ids": "true"},
-            json=tasks,
-        )
-        return [int(i) for i in body.get("task_ids", [])]
+        with self._errors(f"importing {len(tasks)} tasks into project {project_id}", project_id):
+            body = self.sdk.projects.import_tasks(
+                project_id, request=cast(Any, tasks), return_task_ids=True, request_options=NO_RETRIES
+            )
+        return [int(i) for i in getattr(body, "task_ids", None) or []]
 
     # -- annotations and exports --------------------------------------------------------------------
 
     def ensure_user(self, email: str, first_name: str, last_name: str = "") -> int:
-        for user in self.request("GET", "/api/users") or []:
-            if user.get("email") == email:
-                return int(user["id"])
-        username = email.split("@")[0]
-        body = self.request(
-            "POST",
-            "/api/users",
-            json={"email": email, "username": username, "first_name": first_name, "last_name": last_name},
-        )
-        return int(body["id"])
+        with self._errors(f"adding the user {email}"):
+            for user in self.sdk.users.list(request_options=NO_RETRIES):
+                if user.email == email:
+                    return int(user.id or 0)
+            created = self.sdk.users.create(
+                username=email.split("@")[0],
+                email=email,
+                first_name=first_name,
+                last_name=last_name,
+                request_options=NO_RETRIES,
+            )
+        return int(created.id or 0)
 
     def annotate(
         self, task_id: int, result: list[dict[str, Any]], completed_by: int, cancelled: bool = False
     ) -> int:
-        body = self.request(
-            "POST",
-            f"/api/tasks/{task_id}/annotations",
-            json={"result": result, "completed_by": completed_by, "was_cancelled": cancelled},
-        )
-        return int(body["id"])
+        with self._errors(f"annotating task {task_id}"):
+            body = self.sdk.annotations.create(
+                task_id,
+                result=result,
+                completed_by=completed_by,
+                was_cancelled=cancelled,
+                request_options=NO_RETRIES,
+            )
+        return int(body.id or 0)
 
     def tasks_with_annotations(self, project_id: int) -> list[dict[str, Any]]:
         """Every task with its annotations and predictions."""
@@ -298,50 +339,63 @@ class LabelStudio:
 
     def exports(self, project_id: int) -> list[dict[str, Any]]:
         """The project's exports (id, title, status, created_at, ...), as Label Studio lists them."""
-        return list(self.request("GET", f"/api/projects/{project_id}/exports", project_id=project_id) or [])
+        with self._errors(f"listing the exports of project {project_id}", project_id):
+            exports = self.sdk.projects.exports.list(project_id, request_options=NO_RETRIES)
+        return [json.loads(e.json()) for e in exports]
 
     def export_size(self, project_id: int, export_id: int) -> int | None:
-        """Bytes of an export's JSON file (its download's length, the body left unread); None if unknown."""
+        """Bytes of an export's JSON file, from a one-byte range of its download (Label Studio streams the
+        file without a length); None if unknown."""
         path = f"/api/projects/{project_id}/exports/{export_id}/download"
-        with self._client.stream("GET", path, params={"exportType": "JSON"}) as response:
+        with (
+            self._errors(f"GET {path}", project_id),
+            self.sdk._client_wrapper.httpx_client.stream(
+                path,
+                method="GET",
+                params={"exportType": "JSON"},
+                headers={"Range": "bytes=0-0"},
+                request_options=NO_RETRIES,
+            ) as response,
+        ):
+            total = response.headers.get("content-range", "").rpartition("/")[2]
+            if response.status_code == 206 and total.isdigit():
+                return int(total)
             length = response.headers.get("content-length", "")
             return int(length) if response.status_code == 200 and length.isdigit() else None
 
     def delete_export(self, project_id: int, export_id: int) -> None:
         """Delete an export and its file (Label Studio removes the file with the record)."""
-        self.request("DELETE", f"/api/projects/{project_id}/exports/{export_id}", project_id=project_id)
+        with self._errors(f"deleting export {export_id}", project_id):
+            self.sdk.projects.exports.delete(project_id, export_id, request_options=NO_RETRIES)
 
     def snapshot_export(
         self, project_id: int, title: str, timeout: float = 300.0
     ) -> tuple[int, list[dict[str, Any]]]:
         """A snapshot export named ``title`` (reused if one exists), downloaded as Label Studio JSON."""
-        exports = self.request("GET", f"/api/projects/{project_id}/exports", project_id=project_id) or []
-        export = next(
-            (e for e in exports if e.get("title") == title and e.get("status") == "completed"), None
-        )
-        if export is None:
-            export = self.request(
-                "POST", f"/api/projects/{project_id}/exports", project_id=project_id, json={"title": title}
-            )
-        export_id = int(export["id"])
-        deadline = time.monotonic() + timeout
-        while export.get("status") not in ("completed", "failed"):
-            if time.monotonic() > deadline:
+        exports = self.sdk.projects.exports
+        with self._errors(f"exporting project {project_id}", project_id):
+            export: Any = next(
+                (
+                    e
+                    for e in exports.list(project_id, request_options=NO_RETRIES)
+                    if e.title == title and e.status == "completed"
+                ),
+                None,
+            ) or exports.create(project_id, title=title, request_options=NO_RETRIES)
+            export_id = int(export.id)
+            deadline = time.monotonic() + timeout
+            while export.status not in ("completed", "failed"):
+                if time.monotonic() > deadline:
+                    raise LabelStudioError(
+                        f"Export {export_id} of project {project_id} did not finish in {timeout} s"
+                    )
+                time.sleep(0.5)
+                export = exports.get(project_id, export_id, request_options=NO_RETRIES)
+            if export.status == "failed":
                 raise LabelStudioError(
-                    f"Export {export_id} of project {project_id} did not finish in {timeout} s"
+                    f"Label Studio export {export_id} of project {project_id} failed at {self.url}"
                 )
-            time.sleep(0.5)
-            export = self.request(
-                "GET", f"/api/projects/{project_id}/exports/{export_id}", project_id=project_id
+            data = b"".join(
+                exports.download(project_id, export_id, export_type="JSON", request_options=NO_RETRIES)
             )
-        if export.get("status") == "failed":
-            raise LabelStudioError(
-                f"Label Studio export {export_id} of project {project_id} failed at {self.url}"
-            )
-        data = self.request(
-            "GET",
-            f"/api/projects/{project_id}/exports/{export_id}/download",
-            project_id=project_id,
-            params={"exportType": "JSON"},
-        )
-        return export_id, list(data or [])
+        return export_id, list(json.loads(data) if data else [])
