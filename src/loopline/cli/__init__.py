@@ -1,6 +1,7 @@
 """The ``loopline`` command: the local platform, data, the loop's state, serving and deployment. The
 commands live in ``platform`` (services, deployments, demo data, datasets, reviews, retention),
-``loop`` (status, lineage) and ``serving`` (model servers, the A/B router, images, manifests, rollbacks)."""
+``loop`` (status, lineage), ``serving`` (model servers, the A/B router, images, manifests, rollbacks) and
+``migrate`` (export and import of a bundle)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,6 @@ def fail(exc: Exception) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-from loopline.cli import loop, platform, serving  # noqa: E402  (register their commands on ``app``)
+from loopline.cli import loop, migrate, platform, serving  # noqa: E402  (register their commands on ``app``)
 
-__all__ = ["app", "fail", "loop", "platform", "serving"]
+__all__ = ["app", "fail", "loop", "migrate", "platform", "serving"]
