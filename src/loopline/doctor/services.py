@@ -162,24 +162,32 @@ def check_label_studio(url: str, token: str | None, timeout: float) -> list[Chec
         with LabelStudio(url, token, timeout=timeout) as studio:
             user = studio.whoami()
     except LabelStudioUnavailable as exc:
-        reachable = "not reachable" in str(exc)
-        detail = f"{shown} is not reachable" if reachable else f"{shown} failed: {str(exc)[:200]}"
+        reachable = "not reachable" not in str(exc)
         return [
             failed(
                 "label studio",
-                detail,
-                "start it (`loopline services up`) or set LOOPLINE_LABEL_STUDIO_URL to the team's server",
+                f"{shown} failed: {str(exc)[:200]}" if reachable else f"{shown} is not reachable",
+                _their_fix(exc, "start it (`loopline services up`) or set LOOPLINE_LABEL_STUDIO_URL"),
             )
         ]
     except LabelStudioError as exc:
-        rejected = "401" in str(exc) or "token" in str(exc).lower()
+        rejected = "401" in str(exc) or "rejected" in str(exc)
         return [
             failed(
                 "label studio",
                 f"{shown} rejected the API token" if rejected else f"{shown}: {str(exc)[:200]}",
-                "set LOOPLINE_LABEL_STUDIO_TOKEN to a valid token (Account & Settings → Access Token; a "
-                "legacy token or a personal access token), then `python -m blocks.register` to save it",
+                _their_fix(
+                    exc,
+                    "set LOOPLINE_LABEL_STUDIO_TOKEN to a valid token (Account & Settings: a legacy "
+                    "token or a personal access token), then `python -m blocks.register` to save it",
+                ),
             )
         ]
     who = user.get("email") or user.get("username") or user.get("id")
     return [ok("label studio", f"{shown} accepts the token (user {who})")]
+
+
+def _their_fix(exc: Exception, default: str) -> str:
+    """The fix the Label Studio client's error names ("… To fix this, …"), else ``default``."""
+    _, named, fix = str(exc).partition("To fix this, ")
+    return fix.strip() if named else default
