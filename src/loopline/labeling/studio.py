@@ -100,10 +100,10 @@ class LabelStudio:
             yield
         except httpx.TransportError as exc:
             raise unreachable(self.url, exc) from exc
-        except ApiError as exc:
+        except ApiError as exc:  # not chained: its text holds the response headers (a session cookie)
             raise refusal(
                 self.url, exc.status_code or 0, exc.body, what, self.token_kind, project_id
-            ) from exc
+            ) from None
         except json.JSONDecodeError as exc:  # e.g. the token refresh answered by something else
             raise LabelStudioError(
                 f"{self.url} answered {what} with something that is not JSON. To fix this, point "
