@@ -87,7 +87,13 @@ class _ProgressReporter:
             update_progress_artifact(self.artifact_id, progress=100.0 * done / total)
 
 
-@task(name="collect-images", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_on_transient_io)
+# A data root or source that is down for a minute is waited out: 5 + 30 + 60 s between the four tries.
+@task(
+    name="collect-images",
+    retries=3,
+    retry_delay_seconds=[5, 30, 60],
+    retry_condition_fn=retry_on_transient_io,
+)
 def collect_images(params: CollectParameters) -> DatasetRef:
     """Decode-check, de-duplicate and store the source's images; write the manifest; publish the report
     (artifacts ``collect-progress``, ``collect-counts``, ``collect-summary``); return the reference."""

@@ -27,6 +27,10 @@ class DataRootNotWritable(LooplineError):
     """The data root cannot be written (permissions, missing bucket, bad credentials)."""
 
 
+class DataRootUnavailable(LooplineError, ConnectionError):
+    """The S3 server of the data root could not be reached (transient: worth a retry)."""
+
+
 class StoredImageMissing(LooplineError):
     """An image a manifest points at cannot be read from the data root."""
 

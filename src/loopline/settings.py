@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1")
+    s3_max_attempts: int = Field(
+        default=5, ge=1, description="Tries of one S3 call (botocore's back-off) before it fails."
+    )
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
 

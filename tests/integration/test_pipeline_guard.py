@@ -1,9 +1,11 @@
 """A scheduled pipeline run with nothing to do completes early and says why; one whose source cannot be
-reached fails with a named error and leaves nothing behind (the pipeline flow in-process, on a temporary
-Prefect server, a real MLflow server)."""
+reached fails with a named error and leaves nothing behind; an S3 data root that is down for a while is
+waited out, and one down for good is named (the flows in-process, on a temporary Prefect server, a real
+MLflow server, a real S3 API server behind a relay the test cuts)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,12 @@ import pytest
 from loopline.data.collect import collect
 from loopline.data.demo import write_demo_data
 from loopline.data.sources import LocalFolderSource
-from loopline.data.store import LocalStore
-from loopline.errors import SourceUnreachable
+from loopline.data.store import LocalStore, S3Store, open_store
+from loopline.errors import DataRootUnavailable, SourceUnreachable
 from loopline.services.process import free_port
+from loopline.settings import get_settings
+from tests.integration.s3server import s3_server
+from tests.tcp_relay import tcp_relay
 
 pytestmark = pytest.mark.integration
 DIGITS = [str(d) for d in range(10)]
@@ -157,3 +162,47 @@ def test_an_empty_incoming_folder_is_nothing_new_and_the_served_sample_alone_is_
     pipeline_flow(nightly, return_state=True)
     [dataset] = labeled  # the served images alone go to labeling
     assert dataset.images == 3
+
+
+def test_an_s3_data_root_down_for_a_while_is_waited_out_and_one_down_for_good_is_named(
+    harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    import flows.collect
+    from flows.collect import collect_flow
+    from tasks.collect import CollectParameters
+
+    demo = write_demo_data(tmp_path / "demo", rounds=2, limit=40)
+    with s3_server(tmp_path) as s3, tcp_relay(int(s3.endpoint.rsplit(":", 1)[1])) as relay:
+        s3.client().create_bucket(Bucket="lake")
+        monkeypatch.setenv("LOOPLINE_DATA_ROOT", "s3://lake/data")
+        monkeypatch.setenv("LOOPLINE_S3_ENDPOINT_URL", relay.endpoint)
+        monkeypatch.setenv("LOOPLINE_S3_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("LOOPLINE_S3_SECRET_ACCESS_KEY", s3.secret_key)
+        monkeypatch.setenv("LOOPLINE_S3_MAX_ATTEMPTS", "2")
+        # The task waits 5, 30 and 60 s between its tries; here 2 s, and the outage is scaled with them.
+        quick = flows.collect.collect_images.with_options(retry_delay_seconds=[2, 2, 2])
+        monkeypatch.setattr(flows.collect, "collect_images", quick)
+        store = open_store("s3://lake/data", get_settings())
+        assert isinstance(store, S3Store)
+
+        relay.cut()
+        threading.Timer(3.0, relay.restore).start()
+        state = collect_flow(CollectParameters(source=str(demo.rounds[0])), return_state=True)
+        assert state.is_completed(), state
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+        assert max(r.run_count for r in runs if r.name.startswith("collect-images")) > 1  # it was retried
+        assert len(store.list_keys("manifests/")) == 1
+
+        relay.cut()  # down for good: every try fails, then the run fails with the named error
+        state = collect_flow(CollectParameters(source=str(demo.rounds[1])), return_state=True)
+        assert state.is_failed(), state
+        with pytest.raises(DataRootUnavailable, match=f"did not answer at {relay.endpoint}"):
+            state.result()
+        relay.restore()
+        assert len(store.list_keys("manifests/")) == 1  # nothing of the second collection was kept

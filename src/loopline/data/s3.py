@@ -36,15 +36,16 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def make_s3_client(settings: Settings, max_attempts: int = 5) -> S3Client:
-    """An S3 client from settings, retrying transient errors with exponential back-off (botocore)."""
+def make_s3_client(settings: Settings, max_attempts: int | None = None) -> S3Client:
+    """An S3 client from settings, retrying transient errors with exponential back-off (botocore):
+    ``max_attempts`` tries (default: LOOPLINE_S3_MAX_ATTEMPTS)."""
     import boto3
     from botocore.config import Config
 
     kwargs: dict[str, Any] = {
         "region_name": settings.s3_region,
         "config": Config(
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            retries={"max_attempts": max_attempts or settings.s3_max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
             connect_timeout=5,
             read_timeout=30,

@@ -7,20 +7,25 @@ temporary file that is renamed into place; an S3 PUT is atomic by nature.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
 from loopline.data.s3 import error_code, make_s3_client, parse_s3_uri, s3_fix
-from loopline.errors import DataRootNotWritable
+from loopline.errors import DataRootNotWritable, DataRootUnavailable
 from loopline.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,29 @@ class LocalStore:
             ) from exc
 
 
+def _reachable(method: Callable[Concatenate[S3Store, P], R]) -> Callable[Concatenate[S3Store, P], R]:
+    """Turn "the S3 server did not answer" (after botocore's own retries) into DataRootUnavailable, which
+    names the endpoint and the fix and which the orchestrator's retries treat as transient."""
+
+    @functools.wraps(method)
+    def call(store: S3Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ReadTimeoutError
+
+        try:
+            return method(store, *args, **kwargs)
+        except (BotoConnectionError, ReadTimeoutError) as exc:
+            endpoint = store.client.meta.endpoint_url
+            raise DataRootUnavailable(
+                f"The S3 server of the data root {store.root!r} did not answer at {endpoint} ({exc}). "
+                "Nothing partial was kept: a manifest is written last. To fix this, check that the S3 "
+                "server is up and reachable (LOOPLINE_S3_ENDPOINT_URL), then run again: what was stored "
+                "already is reused."
+            ) from exc
+
+    return call
+
+
 class S3Store:
     """A data root under an S3 prefix (``s3://bucket/prefix``)."""
 
@@ -127,6 +155,7 @@ class S3Store:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
+    @_reachable
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -138,12 +167,15 @@ class S3Store:
             raise
         return True
 
+    @_reachable
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    @_reachable
     def get_bytes(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
+    @_reachable
     def list_keys(self, prefix: str) -> list[str]:
         start = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
@@ -154,6 +186,7 @@ class S3Store:
             keys.extend(obj["Key"][start:] for obj in page.get("Contents", []))
         return sorted(keys)
 
+    @_reachable
     def list_objects(self, prefix: str) -> list[StoredObject]:
         start = len(self.prefix) + 1 if self.prefix else 0
         objects: list[StoredObject] = []
@@ -165,6 +198,7 @@ class S3Store:
                 objects.append(StoredObject(obj["Key"][start:], obj["Size"], obj["LastModified"]))
         return sorted(objects, key=lambda o: o.key)
 
+    @_reachable
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
