@@ -21,7 +21,7 @@ import httpx
 from label_studio_sdk import LabelStudio as Sdk
 from label_studio_sdk.core.api_error import ApiError
 
-from loopline.errors import LabelStudioError
+from loopline.errors import LabelStudioError, LabelStudioUnavailable
 from loopline.labeling.studio_errors import refusal, token_kind, unreachable
 
 KEY_MARKER = "loopline-key:"
@@ -63,7 +63,10 @@ class LabelStudio:
         self._timeout = timeout
         # No cookies: Label Studio's session cookie would be a second way in (hiding a dead token).
         self._httpx = httpx.Client(
-            timeout=timeout, follow_redirects=True, cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+            timeout=timeout,
+            follow_redirects=True,
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+            event_hooks={"response": [self._server_failed]},
         )
         self._client: Sdk | None = None
 
@@ -92,6 +95,16 @@ class LabelStudio:
 
     def __repr__(self) -> str:
         return f"LabelStudio({self.url!r}, <{self.token_kind}>)"
+
+    def _server_failed(self, response: httpx.Response) -> None:
+        """A 5xx is Label Studio failing (e.g. its database restarting), worth a retry: named before the SDK
+        parses it (its error pages are HTML, which the SDK would report as a JSON error)."""
+        if response.status_code >= 500:
+            response.read()
+            raise LabelStudioUnavailable(
+                f"Label Studio at {self.url} failed with {response.status_code} on {response.request.method} "
+                f"{response.request.url.path}: {response.text[:300]}"
+            )
 
     @contextmanager
     def _errors(self, what: str, project_id: int | None = None) -> Iterator[None]:
