@@ -12,6 +12,9 @@ from loopline.data.labeled import LabeledRow, read_labeled_manifest
 from loopline.data.manifest import ManifestRow, manifest_key, read_manifest
 from loopline.errors import LooplineError
 from loopline.lineage import LinkBroken, ModelVersion, Readers, ServedRequest, TrainingRun
+from loopline.services.credentials import (
+    configured_label_studio_token,
+)
 from loopline.settings import Settings
 
 
@@ -204,14 +207,6 @@ class StudioPeople:
         return {int(u["id"]): str(u.get("email") or u.get("username") or u["id"]) for u in users}
 
 
-def label_studio_token(settings: Settings) -> str | None:
-    """The configured token, else the local platform's (never generated here)."""
-    if settings.label_studio_token is not None:
-        return settings.label_studio_token.get_secret_value()
-    path = settings.resolved_home / "secrets" / "label-studio-token"
-    return path.read_text().strip() if path.is_file() else None
-
-
 def readers_from_settings(settings: Settings, *, ask_label_studio: bool = True) -> Readers:
     """The readers of the configured platform: event store, MLflow, data root and Label Studio."""
     studio = settings.resolved_label_studio_url
@@ -219,7 +214,7 @@ def readers_from_settings(settings: Settings, *, ask_label_studio: bool = True) 
         events=StoreEvents(settings.resolved_event_store_url),
         registry=MlflowRegistry(settings.resolved_mlflow_tracking_uri),
         data=DataRootManifests(settings),
-        people=StudioPeople(studio, label_studio_token(settings)) if ask_label_studio else None,
+        people=StudioPeople(studio, configured_label_studio_token(settings)) if ask_label_studio else None,
         data_root=settings.resolved_data_root,
         label_studio_url=studio,
     )

@@ -22,21 +22,10 @@ from loopline.doctor.prefect_api import (
 )
 from loopline.doctor.services import check_label_studio, check_mlflow
 from loopline.doctor.storage import check_data_root, check_database
+from loopline.services.credentials import configured_label_studio_token
 from loopline.settings import Settings
 
 __all__ = ["Check", "exit_code", "run_doctor"]
-
-
-def label_studio_token(settings: Settings) -> str | None:
-    """The token the flows would use: LOOPLINE_LABEL_STUDIO_TOKEN, else the one ``services up``
-    generated (never generated here: doctor creates no credentials)."""
-    from loopline.services.credentials import label_studio_credentials
-
-    if settings.label_studio_token is not None:
-        return settings.label_studio_token.get_secret_value()
-    if not (settings.resolved_home / "secrets" / "label-studio-token").exists():
-        return None
-    return label_studio_credentials(settings).token.get_secret_value()
 
 
 def optuna_storage_url(settings: Settings) -> str:
@@ -87,7 +76,7 @@ def run_doctor(settings: Settings, model: str = "loopline-classifier", timeout: 
 
     api = settings.resolved_prefect_api_url
     shared = not is_this_machine(api)
-    token = label_studio_token(settings)
+    token = configured_label_studio_token(settings)
     blocks = [*SERVER_BLOCKS, settings.result_storage_block]
     client_version = version("prefect")
     probes = [

@@ -19,10 +19,10 @@ from typing import Literal
 
 import httpx
 
-from loopline.errors import ServiceError
+from loopline.errors import LooplineError, ServiceError
 from loopline.services import process
 from loopline.services import team as team_tier
-from loopline.services.credentials import label_studio_credentials
+from loopline.services.credentials import ensure_personal_access_token, label_studio_credentials
 from loopline.services.process import ProcessSpec
 from loopline.settings import Settings
 
@@ -70,6 +70,8 @@ def prefect_env(settings: Settings) -> dict[str, str]:
         "LOOPLINE_HOME": str(settings.resolved_home),
         "LOOPLINE_PROJECT_ROOT": str(settings.resolved_project_root),
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": settings.result_storage_block,
+        # a 500 from the server while its database is busy or restarting is retried like a 502/503
+        "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
     }
 
 
@@ -221,8 +223,9 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
                 **label_studio_database,
                 "LABEL_STUDIO_USERNAME": creds.username,
                 "LABEL_STUDIO_PASSWORD": creds.password.get_secret_value(),
-                "LABEL_STUDIO_USER_TOKEN": creds.token.get_secret_value(),
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+                "LABEL_STUDIO_USER_TOKEN": creds.legacy_token.get_secret_value(),
+                # a team's Label Studio has legacy tokens off: loopline uses a personal access token there
+                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "false" if team else "true",
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
                 "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": files_root,
@@ -321,11 +324,12 @@ def up(settings: Settings) -> list[ServiceStatus]:
             launched[name] = process.launch(specs[name])
         process.wait_healthy(specs["prefect-server"], launched["prefect-server"][0])
         ensure_work_pools(settings)
-        register_blocks(settings)
         launched["prefect-worker"] = process.launch(specs["prefect-worker"])
         for name in ("prefect-worker", "mlflow", "label-studio"):
             process.wait_healthy(specs[name], launched[name][0])
-    except ServiceError:
+        ensure_personal_access_token(settings)
+        register_blocks(settings)
+    except LooplineError:
         for name, (_, started_now) in reversed(launched.items()):
             if started_now:
                 process.stop(specs[name])
