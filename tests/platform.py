@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from loopline.services.process import free_port
+from tests.api_probe import PROBE_FILE_VARIABLE, probing
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,6 +46,8 @@ def running_platform(home: Path, extra_env: dict[str, str] | None = None) -> Ite
     try:
         result = run(["loopline", "services", "up"], env)
         assert result.returncode == 0, result.stdout + result.stderr
-        yield env
+        probe_file = os.environ.get(PROBE_FILE_VARIABLE)
+        with probing(env["PREFECT_API_URL"], Path(probe_file) if probe_file else None):
+            yield env
     finally:
         run(["loopline", "services", "down"], env, timeout=120)

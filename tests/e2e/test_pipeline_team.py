@@ -1,0 +1,199 @@
+"""The team tier: the same two-round pipeline, through deploy and the A/B test, with every service on
+PostgreSQL and an S3 API server (`loopline services up --tier team`), changed by configuration alone.
+
+Prefect's server, MLflow's backend store, Label Studio, the Optuna studies and the A/B event store each
+use their own PostgreSQL database; the data root, MLflow's artifacts and Prefect's results live in one
+bucket. Nothing lands in a SQLite file or a local data folder. Round 1 is started twice at once on the
+same source (one run does the round, the other waits for its slot and stops early); PostgreSQL is
+restarted while round 1 waits for its labels, and the round goes on without duplicating a project, a task
+or a model version."""
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from loopline.data.labeled import read_labeled_manifest
+from loopline.data.s3 import make_s3_client
+from loopline.data.store import S3Store
+from loopline.labeling.studio import LabelStudio
+from loopline.rollout.store import EventStore
+from loopline.services import process
+from loopline.services.credentials import label_studio_credentials
+from loopline.services.process import free_port
+from loopline.services.team import team_specs
+from loopline.settings import TEAM_BUCKET, Settings
+from tests.e2e.test_pipeline import DIGITS, start_demo_annotator, start_pipeline, wait_for_state
+from tests.platform import BIN, ROOT, run, running_platform
+
+pytestmark = pytest.mark.e2e
+
+
+def restart_postgres(settings: Settings) -> None:
+    """Stop the tier's PostgreSQL (fast shutdown: every connection is cut) and start it again."""
+    spec = next(s for s in team_specs(settings) if s.name == "postgres")
+    assert process.stop(spec)
+    time.sleep(3)  # the services see it gone for a few seconds
+    process.start(spec)
+
+
+def flow_run(api: str, run_id: str) -> dict:  # type: ignore[type-arg]
+    return httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()  # type: ignore[no-any-return]
+
+
+def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
+    import mlflow
+
+    home = tmp_path / "home"
+    router_port = free_port()
+    tier = {
+        "LOOPLINE_TIER": "team",
+        "LOOPLINE_POSTGRES_PORT": str(free_port()),
+        "LOOPLINE_S3_PORT": str(free_port()),
+        "LOOPLINE_SERVE_PORT_CHAMPION": str(free_port()),
+        "LOOPLINE_SERVE_PORT_CHALLENGER": str(free_port()),
+        "LOOPLINE_ROUTER_PORT": str(router_port),
+    }
+    started = time.monotonic()
+    with running_platform(home, tier) as env:
+        print(f"services up: {time.monotonic() - started:.0f} s")
+        settings = Settings(
+            home=home,
+            tier="team",
+            postgres_port=int(tier["LOOPLINE_POSTGRES_PORT"]),
+            s3_port=int(tier["LOOPLINE_S3_PORT"]),
+        )
+        statuses = run(["loopline", "services", "status"], env)
+        assert re.search(r"postgres +healthy", statuses.stdout) and re.search(r"s3 +healthy", statuses.stdout)
+        assert run(["loopline", "deploy"], env).returncode == 0
+        assert run(["loopline", "demo-data", str(home / "demo")], env).returncode == 0
+        api = env["PREFECT_API_URL"]
+        round_one = {
+            "collect": {"source": str(home / "demo" / "round-1")},
+            "label": {"labels": DIGITS, "budget": 120, "poll_seconds": 1, "auto_approve": True},
+            "train": {"epochs": 12, "n_trials": 1, "experiment": "team"},
+            "train_deployment": "train-model/local",
+            "register": {"auto_approve": True},
+        }
+        # Two pipelines at once on the same source: the deployment runs one at a time, the other waits.
+        first, second = start_pipeline(round_one, env), start_pipeline(round_one, env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # round 1 waits for its labels: restart PostgreSQL then
+            states = {r: flow_run(api, r) for r in (first, second)}
+            if any(r["state_name"] == "Running" for r in states.values()):
+                progress = httpx.post(f"{api}/artifacts/latest/filter", json={}, timeout=30).json()
+                if any(a["key"] == "label-progress" for a in progress):
+                    break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"round 1 never reached labeling: {states}")
+        print(f"labeling: {time.monotonic() - started:.0f} s")
+        annotator = start_demo_annotator(home, env)
+        try:
+            restart_postgres(settings)
+            finished = [wait_for_state(api, r, {"COMPLETED"}, timeout=600) for r in (first, second)]
+        finally:
+            annotator.terminate()
+            annotator.wait(timeout=30)
+        stopped = httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["pipeline-stopped-early"]}}}
+        ).json()
+        assert [a["flow_run_id"] for a in stopped] == [finished[1]["id"]], [r["state"] for r in finished]
+
+        print(f"round 1 done: {time.monotonic() - started:.0f} s")
+        # Round 2: active learning with the champion, a challenger, the A/B test through the router with
+        # the demo client's traffic, decided without a person (demo only).
+        annotator = start_demo_annotator(home, env)
+        traffic = None
+        try:
+            round_two = {
+                **round_one,
+                "collect": {"source": str(home / "demo" / "round-2")},
+                "label": {"labels": DIGITS, "budget": 40, "poll_seconds": 1, "auto_approve": True},
+                "deploy": {"promote_directly": False},
+                "rollout": {
+                    "ramp": {"min_step_seconds": 2, "min_step_requests": 20, "max_duration_seconds": 60},
+                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 40, "min_requests_per_arm": 40,
+                                   "latency_quantile": 0.9, "step_up_on": "no_harm", "tune_feedback": 400,
+                                   "tune_requests": 1000},
+                    "interval_seconds": 2,
+                    "grace_seconds": 2,
+                    "auto_approve": True,
+                },
+            }  # fmt: skip
+            third = start_pipeline(round_two, env)
+            traffic = subprocess.Popen(
+                [str(BIN / "loopline"), "demo-traffic", "--rate", "40", "--seconds", "900",
+                 "--feedback-delay", "0.5"],
+                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            wait_for_state(api, third, {"COMPLETED"}, timeout=900)
+        finally:
+            annotator.terminate()
+            annotator.wait(timeout=30)
+            if traffic is not None:
+                traffic.terminate()
+                print("demo traffic:", traffic.communicate(timeout=30)[0][-2000:])
+
+        print(f"round 2 done: {time.monotonic() - started:.0f} s")
+        # Nothing went to a SQLite file or a local folder.
+        assert not (home / "data").exists() and not (home / "events.db").exists()
+        assert not (home / "mlflow" / "mlflow.db").exists() and not (home / "optuna.db").exists()
+        assert not list(home.glob("label-studio/data/*.sqlite3")) and not list(home.glob("prefect/*.db"))
+
+        s3 = make_s3_client(settings)
+        store = S3Store(f"s3://{TEAM_BUCKET}/data", s3)
+        assert len(store.list_keys("manifests/")) == 2  # two rounds, the concurrent start added none
+        labeled = sorted(store.list_keys("labels/"))
+        assert len(labeled) == 2
+        rows = [read_labeled_manifest(store, Path(key).stem) for key in labeled]
+        assert sorted(len(r) for r in rows) == [pytest.approx(120, abs=12), pytest.approx(160, abs=16)]
+        objects = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=TEAM_BUCKET)
+                   for o in page.get("Contents", [])}  # fmt: skip
+        assert any(k.startswith("mlflow/") and k.endswith("model.onnx") for k in objects)  # MLflow artifacts
+        assert any(k.startswith("results/") for k in objects)  # the training run's result, across runs
+
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}")
+        versions = client.search_model_versions("name = 'loopline-classifier'")
+        assert sorted(v.version for v in versions) == ["1", "2"]  # the restart duplicated nothing
+        champion = client.get_model_version_by_alias("loopline-classifier", "champion")
+        assert champion.version in {"1", "2"}
+
+        token = label_studio_credentials(settings).token.get_secret_value()
+        assert token.count(".") == 2  # a personal access token (JWT): the server has legacy tokens off
+        with LabelStudio(f"http://127.0.0.1:{env['LOOPLINE_LABEL_STUDIO_PORT']}", token) as studio:
+            projects = studio.request("GET", "/api/projects")["results"]
+            assert len(projects) == 2 and sorted(p["task_number"] for p in projects) == [40, 120]
+
+        events = EventStore(settings.resolved_event_store_url)
+        experiment = events.get_experiment("loopline-classifier-v2")
+        assert experiment is not None and experiment.state.status == "stopped"
+        weights = [d.weight_after for d in events.list_decisions(experiment.state.name)]
+        assert weights[0] == 0.1 and weights[-1] == 0.0, weights
+        assert (1.0 in weights) == (champion.version == "2"), weights  # promoted, or rolled back to v1
+        arms = events.arm_summaries(experiment.state.name)
+        assert arms["challenger"].requests > 20 and arms["champion"].requests > 20
+
+        with psycopg.connect(settings.team_database_url("optuna").replace("+psycopg", "")) as conn:
+            studies = conn.execute("SELECT count(*) FROM studies").fetchone()
+        assert studies is not None and studies[0] == 2  # one study per round, on PostgreSQL
+        picture = next((home / "demo" / "round-2").glob("img-*.png")).read_bytes()
+        routed = httpx.post(f"http://127.0.0.1:{router_port}/v1/predict", content=picture,
+                            headers={"Content-Type": "image/png", "X-User-Id": "team"})  # fmt: skip
+        assert routed.status_code == 200
+        time.sleep(2)  # the router writes its events in batches, every half second
+        traced = run(["loopline", "lineage", routed.headers["X-Request-Id"], "--json"], env)
+        assert traced.returncode == 0, traced.stdout + traced.stderr
+        chain = json.loads(traced.stdout)
+        assert chain["complete"] and chain["model"]["version"] == champion.version
+        loop = run(["loopline", "status"], env)
+        assert loop.returncode == 0 and "postgres" in loop.stdout, loop.stdout + loop.stderr
+        doctor = run(["loopline", "doctor", "--json"], env)  # the whole configuration checks out
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        checks = json.loads(doctor.stdout)
+        print(checks)
