@@ -1,34 +1,46 @@
 #!/usr/bin/env bash
 # Set everything up and run the whole test suite: lint, format, types, unit, integration, e2e.
 # With arguments, one pytest run of those (e.g. `bash scripts/test.sh tests/unit -k agreement`). Without,
-# three pytest processes side by side (most of the suite's time is spent waiting on servers, Label Studio
-# and Prefect's scheduling, not computing): the end-to-end pipelines, the integration modules test_a*..p*,
-# and the unit tests with the integration modules test_q*..z*; each prints its own report.
+# four pytest processes side by side (most of the suite's time is spent waiting on servers, Label Studio
+# and Prefect's scheduling, not computing); each prints its own report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-pytest=(.venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfEs --durations=10)
+pytest=(.venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfEs --durations=25)
 if (($#)); then
   echo "== pytest"; exec "${pytest[@]}" "$@"
 fi
 mkdir -p .loopline
 shopt -s nullglob
-first_half=(tests/integration/test_[a-p]*.py)
+# Four groups of about the same length, side by side: the laptop e2e; the team-tier e2e with the
+# integration modules that start the most servers; the other integration modules test_a..p; the unit
+# tests with the integration modules test_q..z.
+team=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
+      tests/integration/test_pipeline_overlap.py)
+first_half=()
+for module in tests/integration/test_[a-p]*.py; do
+  [[ " ${team[*]} " == *" $module "* ]] || first_half+=("$module")
+done
 second_half=(tests/integration/test_[q-z]*.py)
-echo "== pytest: tests/e2e and integration test_a..p in the background (logs in .loopline/test-*.log)"
-"${pytest[@]}" tests/e2e >.loopline/test-e2e.log 2>&1 &
+echo "== pytest: the e2e tests and integration test_a..p in the background (logs in .loopline/test-*.log)"
+"${pytest[@]}" tests/e2e/test_pipeline.py >.loopline/test-e2e.log 2>&1 &
 e2e=$!
+"${pytest[@]}" tests/e2e/test_pipeline_team.py "${team[@]}" >.loopline/test-team.log 2>&1 &
+team_tier=$!
 "${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
 integration=$!
-trap 'kill $e2e $integration 2>/dev/null || true' EXIT
+trap 'kill $e2e $team_tier $integration 2>/dev/null || true' EXIT
 status=0
 "${pytest[@]}" tests/unit "${second_half[@]}" || status=$?
 echo "== pytest integration test_a..p"
 wait $integration || status=$?
 cat .loopline/test-integration.log
-echo "== pytest tests/e2e"
+echo "== pytest tests/e2e/test_pipeline_team.py and the team group"
+wait $team_tier || status=$?
+cat .loopline/test-team.log
+echo "== pytest tests/e2e/test_pipeline.py"
 wait $e2e || status=$?
 cat .loopline/test-e2e.log
 exit $status
