@@ -14,16 +14,21 @@ if (($#)); then
 fi
 mkdir -p .loopline
 shopt -s nullglob
-# Four groups of about the same length, side by side: the laptop e2e; the team-tier e2e with the
-# integration modules that start the most servers; the other integration modules test_a..p; the unit
-# tests with the integration modules test_q..z.
+# One thread per torch/OpenMP pool: four processes share the cores, and idle OpenMP threads spin.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# Four groups of about the same length, side by side: the laptop e2e; the team-tier e2e with some
+# integration modules that start whole platforms; the other integration modules test_a..p; the unit
+# tests with the other integration modules test_q..z.
 team=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
-      tests/integration/test_pipeline_overlap.py)
+      tests/integration/test_automations.py tests/integration/test_services.py)
 first_half=()
 for module in tests/integration/test_[a-p]*.py; do
   [[ " ${team[*]} " == *" $module "* ]] || first_half+=("$module")
 done
-second_half=(tests/integration/test_[q-z]*.py)
+second_half=()
+for module in tests/integration/test_[q-z]*.py; do
+  [[ " ${team[*]} " == *" $module "* ]] || second_half+=("$module")
+done
 echo "== pytest: the e2e tests and integration test_a..p in the background (logs in .loopline/test-*.log)"
 "${pytest[@]}" tests/e2e/test_pipeline.py >.loopline/test-e2e.log 2>&1 &
 e2e=$!

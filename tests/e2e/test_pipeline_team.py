@@ -3,10 +3,11 @@ PostgreSQL and an S3 API server (`loopline services up --tier team`), changed by
 
 Prefect's server, MLflow's backend store, Label Studio, the Optuna studies and the A/B event store each
 use their own PostgreSQL database; the data root, MLflow's artifacts and Prefect's results live in one
-bucket. Nothing lands in a SQLite file or a local data folder. Round 1 is started twice at once on the
-same source (one run does the round, the other waits for its slot and stops early); PostgreSQL is
-restarted while round 1 waits for its labels, and the round goes on without duplicating a project, a task
-or a model version."""
+bucket. Nothing lands in a SQLite file or a local data folder. PostgreSQL is restarted while round 1 waits
+for its labels, and the round goes on without duplicating a project, a task or a model version. While
+round 1 waits for a person's review, two more runs started at once on the same source queue one behind the
+other (the deployment's concurrency limit) and each stops before collecting: nothing labeled or trained
+twice. Round 2's A/B test is decided within a minute (the demo's auto-approval when undecided)."""
 
 import json
 import re
@@ -42,8 +43,20 @@ def restart_postgres(settings: Settings) -> None:
     process.start(spec)
 
 
-def flow_run(api: str, run_id: str) -> dict:  # type: ignore[type-arg]
-    return httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()  # type: ignore[no-any-return]
+def wait_for_artifact(api: str, key: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=30
+        ).json():
+            return
+        time.sleep(1)
+    raise AssertionError(f"no artifact {key!r} after {timeout:.0f} s")
+
+
+def state_names(api: str, run_id: str) -> list[str]:
+    states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
+    return [s["name"] for s in states]
 
 
 def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
@@ -75,35 +88,34 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         api = env["PREFECT_API_URL"]
         round_one = {
             "collect": {"source": str(home / "demo" / "round-1")},
-            "label": {"labels": DIGITS, "budget": 120, "poll_seconds": 1, "auto_approve": True},
+            "label": {"labels": DIGITS, "budget": 120, "poll_seconds": 1},  # a person approves the labels
             "train": {"epochs": 12, "n_trials": 1, "experiment": "team"},
             "train_deployment": "train-model/local",
             "register": {"auto_approve": True},
         }
-        # Two pipelines at once on the same source: the deployment runs one at a time, the other waits.
-        first, second = start_pipeline(round_one, env), start_pipeline(round_one, env)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # round 1 waits for its labels: restart PostgreSQL then
-            states = {r: flow_run(api, r) for r in (first, second)}
-            if any(r["state_name"] == "Running" for r in states.values()):
-                progress = httpx.post(f"{api}/artifacts/latest/filter", json={}, timeout=30).json()
-                if any(a["key"] == "label-progress" for a in progress):
-                    break
-            time.sleep(1)
-        else:
-            raise AssertionError(f"round 1 never reached labeling: {states}")
+        first = start_pipeline(round_one, env)
+        wait_for_artifact(api, "label-progress")  # round 1 waits for its labels: restart PostgreSQL then
         print(f"labeling: {time.monotonic() - started:.0f} s")
         annotator = start_demo_annotator(home, env)
         try:
             restart_postgres(settings)
-            finished = [wait_for_state(api, r, {"COMPLETED"}, timeout=600) for r in (first, second)]
+            wait_for_state(api, first, {"PAUSED"}, timeout=600)  # labeled, waiting for a person
         finally:
             annotator.terminate()
             annotator.wait(timeout=30)
-        stopped = httpx.post(
-            f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["pipeline-stopped-early"]}}}
-        ).json()
-        assert [a["flow_run_id"] for a in stopped] == [finished[1]["id"]], [r["state"] for r in finished]
+        # Two more pipelines at once on the same source while round 1 waits for its review: the deployment
+        # runs one at a time (the other waits for the slot) and each stops before collecting.
+        overlapping = [start_pipeline(round_one, env), start_pipeline(round_one, env)]
+        for flow_run in (wait_for_state(api, r, {"COMPLETED"}) for r in overlapping):
+            assert (
+                "waits for a person" in flow_run["state"]["message"] and first in flow_run["state"]["message"]
+            )
+        assert any("AwaitingConcurrencySlot" in state_names(api, r) for r in overlapping)
+        approved = run(
+            ["loopline", "approve", first, "--comment", "labels look right", "--reviewer", "ada"], env
+        )
+        assert approved.returncode == 0, approved.stderr
+        wait_for_state(api, first, {"COMPLETED"}, timeout=600)
 
         print(f"round 1 done: {time.monotonic() - started:.0f} s")
         # Round 2: active learning with the champion, a challenger, the A/B test through the router with
@@ -118,7 +130,7 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
                 "deploy": {"promote_directly": False},
                 "rollout": {
                     "ramp": {"min_step_seconds": 2, "min_step_requests": 20, "max_duration_seconds": 60},
-                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 40, "min_requests_per_arm": 40,
+                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 30, "min_requests_per_arm": 30,
                                    "latency_quantile": 0.9, "step_up_on": "no_harm", "tune_feedback": 400,
                                    "tune_requests": 1000},
                     "interval_seconds": 2,
@@ -128,7 +140,7 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
             }  # fmt: skip
             third = start_pipeline(round_two, env)
             traffic = subprocess.Popen(
-                [str(BIN / "loopline"), "demo-traffic", "--rate", "40", "--seconds", "900",
+                [str(BIN / "loopline"), "demo-traffic", "--rate", "30", "--seconds", "900",
                  "--feedback-delay", "0.5"],
                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip

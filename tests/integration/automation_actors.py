@@ -1,6 +1,6 @@
 """What the automations test makes happen, each in its own process against PREFECT_API_URL:
 ``fail`` (a flow run that fails), ``wait`` (a run paused for a review nobody gives), ``emit EVENT MODEL``
-(a loopline event about ``loopline.model.MODEL``), ``mid-round`` (a pipeline run waiting at a review)."""
+(a loopline event about ``loopline.model.MODEL``)."""
 
 import sys
 
@@ -20,12 +20,6 @@ def waits() -> None:
     pause_flow_run(timeout=300, poll_interval=2, key="label-review-test")
 
 
-@flow(name="loopline-pipeline")
-def mid_round() -> None:
-    """Stands for a pipeline run waiting at its label review."""
-    pause_flow_run(timeout=600, poll_interval=2, key="label-review-1-0")
-
-
 def emit(event: str, model: str) -> None:
     emit_event(
         event=event,
@@ -41,7 +35,5 @@ if __name__ == "__main__":
         doomed(return_state=True)
     elif command == "wait":
         waits()
-    elif command == "mid-round":
-        mid_round()
     elif command == "emit":
         emit(sys.argv[2], sys.argv[3])
