@@ -107,7 +107,7 @@ def play_dying_challenger(
     threads = [threading.Thread(target=f, daemon=True) for f in (traffic, stop_the_challenger_once_it_served)]
     for thread in threads:
         thread.start()
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         deploy = DeployParameters(target=target, promote_directly=False)  # type: ignore[arg-type]
         try:
             result = rollout_flow(model, data_root, deploy, params)

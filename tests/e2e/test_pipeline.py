@@ -113,7 +113,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
             params = {
                 "collect": {"source": str(home / "demo" / "round-1")},
                 "label": {"labels": DIGITS, "budget": 150, "poll_seconds": 1},
-                "train": {"epochs": 15, "n_trials": 2, "experiment": "e2e"},
+                "train": {"epochs": 15, "n_trials": 1, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
             }
             run_id = start_pipeline(params, env)
@@ -251,12 +251,12 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
             round_two = {
                 "collect": {"source": str(home / "demo" / "round-2")},
                 "label": {"labels": DIGITS, "budget": 100, "poll_seconds": 1, "auto_approve": True},
-                "train": {"epochs": 15, "n_trials": 2, "experiment": "e2e"},
+                "train": {"epochs": 15, "n_trials": 1, "experiment": "e2e"},
                 "train_deployment": "train-model/local",
                 "deploy": {"promote_directly": False},
                 "rollout": {
                     "ramp": {"min_step_seconds": 3, "min_step_requests": 30},
-                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 60, "min_requests_per_arm": 60,
+                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 40, "min_requests_per_arm": 40,
                                    "latency_quantile": 0.9, "step_up_on": "no_harm", "tune_feedback": 600,
                                    "tune_requests": 1500},
                     "interval_seconds": 3,
@@ -342,7 +342,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
         ]
         assert any(d.verdict == "promote" for d in decisions)
         arms = store.arm_summaries(experiment.state.name)
-        assert arms["challenger"].requests > 100 and arms["challenger"].feedback > 60
+        assert arms["challenger"].requests > 100 and arms["challenger"].feedback > 40
         assert arms["challenger"].errors == 0
         picture = (home / "demo" / "round-2").glob("img-*.png").__next__().read_bytes()
         routed = httpx.post(f"http://127.0.0.1:{router_port}/v1/predict", content=picture,

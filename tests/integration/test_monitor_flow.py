@@ -126,7 +126,7 @@ def test_the_monitor_finds_brighter_images_and_says_when_it_cannot_judge(
     settings = Settings()
     store = EventStore(settings.resolved_event_store_url)
     served_traffic(store, root, version, rng)
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         past = datetime.now(UTC) - timedelta(days=2)
         empty = monitor_flow(MonitorParameters(model_name=NAME, until=past))
         nobody = monitor_flow(MonitorParameters(model_name="never-registered"))

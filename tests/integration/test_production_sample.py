@@ -117,7 +117,7 @@ def test_images_users_sent_reach_label_studio_in_the_next_round(
             with LabelStudio(spec.url, token.get_secret_value()) as studio:
                 return set(studio.task_hashes(project.id))
 
-        with prefect_test_harness(server_startup_timeout=60):
+        with prefect_test_harness(server_startup_timeout=180):
             LabelStudioServer(url=spec.url, api_key=token).save(BLOCK_NAME, overwrite=True)
             in_label_studio = next_round_labeling()
         assert set(hashes) <= in_label_studio  # every served image, once each

@@ -54,7 +54,7 @@ def test_a_failure_inside_the_promotion_undoes_the_alias_the_router_and_the_reco
             if fail:
                 raise RuntimeError("a step after the three failed")
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         with pytest.raises(RuntimeError, match="a step after the three failed"):
             promote(fail=True)
         champion = resolve_alias(client, NAME, CHAMPION)
