@@ -27,6 +27,8 @@ from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
 DIGITS = [str(d) for d in range(10)]  # the demo data's label set
+# One trial per round (HPO has its own tests): a space where any sample trains a usable model in time
+ONE_TRIAL_SPACE = {"optimizers": ["adamw"], "lr": {"low": 0.002, "high": 0.01, "log": True}}
 
 
 def wait_for_state(api: str, run_id: str, states: set[str], timeout: float = 420) -> dict:  # type: ignore[type-arg]
@@ -113,7 +115,12 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
             params = {
                 "collect": {"source": str(home / "demo" / "round-1")},
                 "label": {"labels": DIGITS, "budget": 150, "poll_seconds": 1},
-                "train": {"epochs": 15, "n_trials": 1, "experiment": "e2e"},
+                "train": {
+                    "epochs": 15,
+                    "n_trials": 1,
+                    "experiment": "e2e",
+                    "search_space": ONE_TRIAL_SPACE,
+                },
                 "train_deployment": "train-model/local",
             }
             run_id = start_pipeline(params, env)
@@ -251,7 +258,7 @@ def test_two_rounds_of_the_loop(tmp_path: Path) -> None:
             round_two = {
                 "collect": {"source": str(home / "demo" / "round-2")},
                 "label": {"labels": DIGITS, "budget": 100, "poll_seconds": 1, "auto_approve": True},
-                "train": {"epochs": 15, "n_trials": 1, "experiment": "e2e"},
+                "train": {"epochs": 15, "n_trials": 1, "experiment": "e2e", "search_space": ONE_TRIAL_SPACE},
                 "train_deployment": "train-model/local",
                 "deploy": {"promote_directly": False},
                 "rollout": {

@@ -29,7 +29,13 @@ from loopline.services.credentials import label_studio_credentials
 from loopline.services.process import free_port
 from loopline.services.team import team_specs
 from loopline.settings import TEAM_BUCKET, Settings
-from tests.e2e.test_pipeline import DIGITS, start_demo_annotator, start_pipeline, wait_for_state
+from tests.e2e.test_pipeline import (
+    DIGITS,
+    ONE_TRIAL_SPACE,
+    start_demo_annotator,
+    start_pipeline,
+    wait_for_state,
+)
 from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +95,12 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         round_one = {
             "collect": {"source": str(home / "demo" / "round-1")},
             "label": {"labels": DIGITS, "budget": 120, "poll_seconds": 1},  # a person approves the labels
-            "train": {"epochs": 12, "n_trials": 1, "experiment": "team"},
+            "train": {
+                "epochs": 12,
+                "n_trials": 1,
+                "experiment": "team",
+                "search_space": ONE_TRIAL_SPACE,
+            },
             "train_deployment": "train-model/local",
             "register": {"auto_approve": True},
         }
