@@ -142,7 +142,10 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
                 "rollout": {
                     "ramp": {"min_step_seconds": 2, "min_step_requests": 20, "max_duration_seconds": 60},
                     "statistics": {"margin": 0.1, "min_feedback_per_arm": 30, "min_requests_per_arm": 30,
-                                   "latency_quantile": 0.9, "step_up_on": "no_harm", "tune_feedback": 400,
+                                   "latency_quantile": 0.9,
+                                   # four suites at once in CI: latency is noise
+                                   "latency_ratio": 3.0, "latency_slack_ms": 100, "step_up_on": "no_harm",
+                                   "tune_feedback": 400,
                                    "tune_requests": 1000},
                     "interval_seconds": 2,
                     "grace_seconds": 2,
@@ -195,10 +198,11 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
 
         events = EventStore(settings.resolved_event_store_url)
         experiment = events.get_experiment("loopline-classifier-v2")
-        assert experiment is not None and experiment.state.status == "stopped"
+        assert experiment is not None and experiment.state.status in {"stopped", "rolled_back"}
         weights = [d.weight_after for d in events.list_decisions(experiment.state.name)]
         assert weights[0] == 0.1 and weights[-1] == 0.0, weights
-        assert (1.0 in weights) == (champion.version == "2"), weights  # promoted, or rolled back to v1
+        promoted = experiment.state.status == "stopped"  # else rolled back: v1 stays the champion
+        assert promoted == (champion.version == "2"), (experiment.state, weights)
         arms = events.arm_summaries(experiment.state.name)
         assert arms["challenger"].requests > 20 and arms["champion"].requests > 20
 
