@@ -48,10 +48,23 @@ def snapshot(home: Path, data: Path) -> dict[str, int]:
     return {str(p): p.stat().st_size for p in files}
 
 
+class AskAgainWhenBusy(httpx.HTTPTransport):
+    """Repeat a request the SQLite-backed Prefect server answered 503 (busy), as Prefect's own client does."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for delay in (0.5, 1, 2, 4, 8):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(delay)
+        return super().handle_request(request)
+
+
 def paused_run_with_results(api: str, key: str, child_key: str) -> None:
     """A paused flow run whose task finished with a persisted result, and a finished subflow (its task's
     result persisted too) under it: a resumed flow reads both again."""
-    with httpx.Client(base_url=api, timeout=10) as client:
+    with httpx.Client(base_url=api, timeout=10, transport=AskAgainWhenBusy()) as client:
         flow_id = client.post("/flows/", json={"name": "gc-test-flow"}).json()["id"]
 
         def run(state: str, parent_task: str | None = None) -> str:
