@@ -1,6 +1,7 @@
 """The labeled manifest's records: one row per labeled image with its consensus label, split and every
 annotation behind it; for detection, the consensus boxes too (``boxes``, in the image's pixels). Written
-like the dataset manifest: ``labels/<version>.jsonl``, the version being the hash of the content. (Built from a Label Studio export by ``loopline.labeling.labeled``.)"""
+like the dataset manifest: ``labels/<version>.jsonl``, the version being the hash of the content. (Built
+from a Label Studio export by ``loopline.labeling.labeled``.)"""
 
 from __future__ import annotations
 
