@@ -116,23 +116,32 @@ class BoxAgreement:
     f1: float
 
 
-def box_agreement(reference: Sequence[Box], other: Sequence[Box], threshold: float = 0.5) -> BoxAgreement:
-    """One-to-one matching of same-label boxes with IoU >= threshold: the most matched pairs possible
-    (ties between equally many pairs broken by the higher total IoU). Pairs below the threshold are
-    ruled out before the assignment, so a high-IoU pair cannot block two pairs that both qualify."""
+def match_boxes(
+    reference: Sequence[Box], other: Sequence[Box], threshold: float = 0.5, same_label: bool = True
+) -> list[tuple[int, int]]:
+    """The fixed one-to-one matching: ``(reference index, other index)`` pairs with IoU >= threshold (and
+    the same label, unless ``same_label`` is off), as many pairs as possible, ties between equally many
+    pairs broken by the higher total IoU. Pairs below the threshold are ruled out before the assignment,
+    so a high-IoU pair cannot block two pairs that both qualify."""
     from scipy.optimize import linear_sum_assignment
 
+    if not reference or not other:
+        return []
+    overlap = np.array(
+        [[iou(a, b) if not same_label or a.label == b.label else 0.0 for b in other] for a in reference]
+    )
+    allowed = overlap >= threshold
+    # each allowed pair is worth more than any IoU total of fewer pairs: count first, then IoU
+    weight = min(len(reference), len(other)) + 1
+    rows, cols = linear_sum_assignment(-np.where(allowed, weight + overlap, 0.0))
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True) if allowed[r, c])
+
+
+def box_agreement(reference: Sequence[Box], other: Sequence[Box], threshold: float = 0.5) -> BoxAgreement:
+    """Precision, recall and F1 of ``other`` against ``reference`` under ``match_boxes``."""
     if not reference and not other:
         return BoxAgreement(0, 1.0, 1.0, 1.0)
-    matched = 0
-    if reference and other:
-        overlap = np.array([[iou(a, b) if a.label == b.label else 0.0 for b in other] for a in reference])
-        allowed = overlap >= threshold
-        # each allowed pair is worth more than any IoU total of fewer pairs: count first, then IoU
-        weight = min(len(reference), len(other)) + 1
-        scores = np.where(allowed, weight + overlap, 0.0)
-        rows, cols = linear_sum_assignment(-scores)
-        matched = int(allowed[rows, cols].sum())
+    matched = len(match_boxes(reference, other, threshold))
     precision = matched / len(other) if other else 0.0
     recall = matched / len(reference) if reference else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
