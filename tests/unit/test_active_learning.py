@@ -3,7 +3,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from loopline.labeling.active import Diversity, k_center_greedy, select_batch, uncertainty_scores
+from loopline.detections import Detection
+from loopline.labeling.active import (
+    Diversity,
+    detection_uncertainty,
+    k_center_greedy,
+    select_batch,
+    select_by_scores,
+    select_detection_batch,
+    uncertainty_scores,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -133,3 +142,118 @@ def test_select_batch_returns_min_of_budget_and_pool_distinct(diversity: Diversi
         labeled_embeddings=embeddings[:2],
     )
     assert len(selection.indices) == min(budget, 30) == len(set(selection.indices))
+
+
+def boxes(*scores: float, label: str = "cat", at: float = 0.0) -> list[Detection]:
+    """Boxes with these scores, side by side (no overlaps), starting at x = ``at``."""
+    return [Detection(label, s, at + 20.0 * i, 0.0, 10.0, 10.0) for i, s in enumerate(scores)]
+
+
+def test_box_uncertainty_orders_known_cases() -> None:
+    images = [
+        boxes(0.98, 0.97),  # sure of both
+        boxes(0.98, 0.52),  # one box near a coin flip
+        boxes(0.98, 0.06),  # a box barely above the floor is background, not doubt
+        boxes(0.98, 0.02),  # below the floor: does not count
+        [],  # no box at all
+    ]
+    least = detection_uncertainty(images, "least_confident")
+    assert least == pytest.approx([0.06, 0.96, 0.12, 0.04, 0.5])
+    entropy = detection_uncertainty(images, "entropy")
+    assert np.argmax(entropy) == 1 and entropy[4] == 0.5 and entropy[3] < entropy[0] < entropy[1]
+    with pytest.raises(ValueError, match="valid: least_confident, entropy, disputed"):
+        detection_uncertainty(images, "margin")  # type: ignore[arg-type]
+
+
+def test_an_image_with_no_boxes_is_not_ranked_as_certain() -> None:
+    for method in ("least_confident", "entropy", "disputed"):
+        sure, empty = detection_uncertainty([boxes(0.99), []], method)  # type: ignore[arg-type]
+        assert empty > sure, method
+    assert detection_uncertainty([[]], no_boxes=0.8)[0] == 0.8
+
+
+def test_disputed_boxes_are_overlapping_boxes_of_different_labels() -> None:
+    cat = Detection("cat", 0.9, 0.0, 0.0, 10.0, 10.0)
+    images = [
+        [cat, Detection("dog", 0.6, 1.0, 0.0, 10.0, 10.0)],  # the same object, two labels
+        [cat, Detection("dog", 0.6, 30.0, 0.0, 10.0, 10.0)],  # two objects side by side
+        [cat, Detection("cat", 0.6, 1.0, 0.0, 10.0, 10.0)],  # a duplicate box, same label
+        [cat, Detection("dog", 0.3, 1.0, 0.0, 10.0, 10.0), Detection("bird", 0.7, 0.0, 1.0, 10.0, 10.0)],
+    ]
+    assert list(detection_uncertainty(images, "disputed")) == pytest.approx([0.6, 0.0, 0.0, 0.7])
+
+
+def detection_pool(seed: int) -> tuple[list[list[Detection]], np.ndarray]:
+    """40 images: 10 near-copies of one uncertain scene, 10 distinct uncertain ones, 20 sure ones."""
+    rng = np.random.default_rng(seed)
+    detections = [boxes(0.5) for _ in range(10)] + [boxes(0.45 + 0.005 * i) for i in range(10)]
+    detections += [boxes(0.99, 0.98) for _ in range(20)]
+    embeddings = np.concatenate(
+        [
+            np.full((10, 8), 0.5) + rng.normal(0, 1e-4, (10, 8)),  # the copies
+            rng.random((10, 8)),
+            rng.random((20, 8)),
+        ]
+    )
+    return detections, embeddings
+
+
+def test_detection_batch_is_uncertain_and_avoids_near_duplicates() -> None:
+    detections, embeddings = detection_pool(0)
+    # budget 4: the pool (5 x budget) is the 20 uncertain images, the batch is spread over it
+    picks = select_detection_batch(detections, embeddings, 4, labeled_embeddings=np.zeros((1, 8))).indices
+    assert len(set(picks)) == 4 and all(i < 20 for i in picks)  # no sure image
+    assert sum(i < 10 for i in picks) <= 1  # the copies of one scene count once at most
+    plain = select_detection_batch(detections, embeddings, 4, diversity="none").indices
+    assert len(set(plain)) == 4 and all(i < 10 for i in plain)  # without diversity: four copies
+
+
+@pytest.mark.parametrize("diversity", ["kcenter", "kmeans", "none"])
+def test_detection_batch_is_deterministic_and_order_free(diversity: Diversity) -> None:
+    detections, embeddings = detection_pool(1)
+    labeled = np.random.default_rng(2).random((3, 8))
+    keys = [f"hash-{i:02d}" for i in range(40)]
+
+    def chosen(order: np.ndarray, with_keys: bool) -> list[str]:
+        selection = select_detection_batch(
+            [detections[i] for i in order],
+            embeddings[order],
+            6,
+            diversity=diversity,
+            labeled_embeddings=labeled,
+            keys=[keys[i] for i in order] if with_keys else None,
+        )
+        return [keys[order[i]] for i in selection.indices]
+
+    for with_keys in (True, False):
+        first = chosen(np.arange(40), with_keys)
+        assert len(set(first)) == 6 and first == chosen(np.arange(40), with_keys)
+        for seed in range(3):
+            shuffled = np.random.default_rng(seed).permutation(40)
+            assert chosen(shuffled, with_keys) == first
+
+
+def test_ties_between_copies_are_broken_by_keys_whatever_the_order() -> None:
+    detections = [boxes(0.5)] * 6  # six identical images
+    embeddings = np.zeros((6, 4))
+    keys = ["f", "a", "d", "b", "e", "c"]
+    picks = select_detection_batch(detections, embeddings, 2, keys=keys).indices
+    assert sorted(keys[i] for i in picks) == ["a", "b"]
+    reverse = select_detection_batch(detections[::-1], embeddings, 2, keys=keys[::-1]).indices
+    assert sorted(keys[::-1][i] for i in reverse) == ["a", "b"]
+    with pytest.raises(ValueError, match="6 distinct values"):
+        select_detection_batch(detections, embeddings, 2, keys=["a"] * 6)
+
+
+def test_select_by_scores_is_what_select_batch_does_with_the_scores() -> None:
+    rng = np.random.default_rng(6)
+    probs = rng.dirichlet(np.ones(3), size=50)
+    embeddings = rng.random((50, 5))
+    for diversity in ("none", "kcenter", "kmeans"):
+        batch = select_batch(probs, embeddings, 7, "entropy", diversity, seed=3)  # type: ignore[arg-type]
+        scores = uncertainty_scores(probs, "entropy")
+        same = select_by_scores(scores, embeddings, 7, diversity, seed=3, name="entropy")  # type: ignore[arg-type]
+        assert batch == same
+    with pytest.raises(ValueError, match="embeddings has 4 rows but scores has 50"):
+        select_by_scores(scores, embeddings[:4], 3)
+    assert select_detection_batch([], np.zeros((0, 64)), 5).indices == ()

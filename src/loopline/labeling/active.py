@@ -7,13 +7,21 @@ sampling is the baseline every strategy is measured against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Literal
 
 import numpy as np
 
+from loopline.detections import Detection
+from loopline.labeling.agreement import Box, iou
+
 Uncertainty = Literal["random", "least_confidence", "margin", "entropy"]
 Diversity = Literal["none", "kcenter", "kmeans"]
+DetectionUncertainty = Literal["least_confident", "entropy", "disputed"]
+BOX_FLOOR = 0.05  # box scores below this are background (torchvision's default box_score_thresh)
+NO_BOXES_UNCERTAINTY = 0.5  # an image with no box is not certain: see detection_uncertainty
 
 
 @dataclass(frozen=True)
@@ -169,17 +177,48 @@ def select_batch(
     n = len(probabilities)
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
-    if embeddings is not None and len(embeddings) != n:
-        raise ValueError(
-            f"embeddings has {len(embeddings)} rows but probabilities has {n}; pass one row per candidate"
-        )
-    budget = min(budget, n)
-    if budget == 0:
-        return Selection((), (), uncertainty if uncertainty == "random" else f"{uncertainty}+{diversity}")
     if uncertainty == "random":
+        _check_rows(embeddings, n, "probabilities")
+        budget = min(budget, n)
+        if budget == 0:
+            return Selection((), (), "random")
         picks = np.random.default_rng(seed).choice(n, size=budget, replace=False)
         return Selection(tuple(int(i) for i in picks), tuple(0.0 for _ in picks), "random")
-    scores = uncertainty_scores(probabilities, uncertainty)
+    _check_rows(embeddings, n, "probabilities")
+    scores = uncertainty_scores(probabilities, uncertainty) if min(budget, n) else np.zeros(n)
+    return select_by_scores(
+        scores, embeddings, budget, diversity, labeled_embeddings, candidate_factor, seed, uncertainty
+    )
+
+
+def _check_rows(embeddings: np.ndarray | None, n: int, what: str) -> None:
+    if embeddings is not None and len(embeddings) != n:
+        raise ValueError(
+            f"embeddings has {len(embeddings)} rows but {what} has {n}; pass one row per candidate"
+        )
+
+
+def select_by_scores(
+    scores: np.ndarray,
+    embeddings: np.ndarray | None,
+    budget: int,
+    diversity: Diversity = "kcenter",
+    labeled_embeddings: np.ndarray | None = None,
+    candidate_factor: int = 5,
+    seed: int = 0,
+    name: str = "uncertainty",
+) -> Selection:
+    """``select_batch`` over precomputed uncertainty ``scores`` (higher = less certain, one per
+    candidate), e.g. a detector's per-image box uncertainty; ``name`` goes into the strategy."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n = len(scores)
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    _check_rows(embeddings, n, "scores")
+    budget = min(budget, n)
+    strategy = f"{name}+{diversity}"
+    if budget == 0:
+        return Selection((), (), strategy)
     order = np.argsort(-scores, kind="stable")
     if diversity == "none" or embeddings is None:
         picked = [int(i) for i in order[:budget]]
@@ -196,4 +235,111 @@ def select_batch(
         else:
             raise ValueError(f"Unknown diversity {diversity!r}; valid: none, kcenter, kmeans")
         picked = [int(pool[i]) for i in local]
-    return Selection(tuple(picked), tuple(float(scores[i]) for i in picked), f"{uncertainty}+{diversity}")
+    return Selection(tuple(picked), tuple(float(scores[i]) for i in picked), strategy)
+
+
+def _binary_entropy_bits(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+
+
+def _as_box(d: Detection) -> Box:
+    return Box(d.label, d.x, d.y, d.width, d.height)
+
+
+def _disputed(boxes: Sequence[Detection], overlap: float) -> float:
+    """The strongest dispute: over overlapping boxes (IoU >= ``overlap``) of different labels, the
+    highest score the weaker box of a pair has (0 when no boxes of different labels overlap)."""
+    worst = 0.0
+    for a, b in combinations(boxes, 2):
+        weaker = min(a.score, b.score)
+        if a.label != b.label and weaker > worst and iou(_as_box(a), _as_box(b)) >= overlap:
+            worst = weaker
+    return worst
+
+
+def detection_uncertainty(
+    detections: Sequence[Sequence[Detection]],
+    method: DetectionUncertainty = "least_confident",
+    floor: float = BOX_FLOOR,
+    no_boxes: float = NO_BOXES_UNCERTAINTY,
+    overlap: float = 0.5,
+) -> np.ndarray:
+    """Per-image uncertainty in [0, 1] of a detector's boxes (higher = less certain); boxes scoring below
+    ``floor`` are background and do not count.
+
+    - ``least_confident``: 1 - |2s - 1| for the box whose score s is closest to 0.5 (1 for a box at 0.5;
+      a box near the floor is confidently background, not uncertain, unlike "1 - the lowest score");
+    - ``entropy``: the mean binary entropy (bits) of the box scores;
+    - ``disputed``: overlapping boxes (IoU >= ``overlap``) with different labels, scored by the weaker box.
+
+    An image with no box above the floor is a missed object as often as a true negative, so it is not
+    ranked as certain: it gets ``no_boxes`` (0.5 by default: as unsure as an image whose least sure box
+    scores 0.25 or 0.75, below truly ambiguous boxes and above confident ones).
+    """
+    if method not in ("least_confident", "entropy", "disputed"):
+        raise ValueError(
+            f"Unknown detection uncertainty {method!r}; valid: least_confident, entropy, disputed"
+        )
+    out = np.empty(len(detections))
+    for i, image in enumerate(detections):
+        boxes = [d for d in image if d.score >= floor]
+        scores = np.array([d.score for d in boxes], dtype=np.float64)
+        if not boxes:
+            out[i] = no_boxes
+        elif method == "least_confident":
+            out[i] = 1.0 - float(np.abs(2 * scores - 1).min())
+        elif method == "entropy":
+            out[i] = float(_binary_entropy_bits(scores).mean())
+        else:
+            out[i] = _disputed(boxes, overlap)
+    return out
+
+
+def content_order(
+    scores: np.ndarray, embeddings: np.ndarray, keys: Sequence[str] | None = None
+) -> np.ndarray:
+    """A candidate order that depends on the candidates, not on the order they came in: by ``keys``
+    (e.g. content hashes) when given, else by embedding then score (rows equal in both are the same
+    image as far as selection can tell)."""
+    if keys is not None:
+        if len(keys) != len(scores) or len(set(keys)) != len(keys):
+            raise ValueError(f"keys must be {len(scores)} distinct values, one per candidate")
+        return np.array(sorted(range(len(keys)), key=lambda i: keys[i]), dtype=np.intp)
+    if not len(scores):
+        return np.zeros(0, dtype=np.intp)
+    x = np.asarray(embeddings, dtype=np.float64).reshape(len(scores), -1)
+    return np.lexsort((np.asarray(scores, dtype=np.float64), *(x[:, j] for j in reversed(range(x.shape[1])))))
+
+
+def select_detection_batch(
+    detections: Sequence[Sequence[Detection]],
+    embeddings: np.ndarray,
+    budget: int,
+    uncertainty: DetectionUncertainty = "least_confident",
+    diversity: Diversity = "kcenter",
+    labeled_embeddings: np.ndarray | None = None,
+    keys: Sequence[str] | None = None,
+    seed: int = 0,
+) -> Selection:
+    """Images to label next from a detector's boxes: the most uncertain images (``detection_uncertainty``)
+    spread by ``select_by_scores`` (k-center from ``labeled_embeddings`` by default). The same candidates
+    give the same picks in whatever order they come (ties broken by ``keys``, else by content); indices
+    are into the inputs as given."""
+    scores = detection_uncertainty(detections, uncertainty)
+    if len(embeddings) != len(scores):
+        raise ValueError(
+            f"embeddings has {len(embeddings)} rows but there are {len(scores)} images of detections; "
+            "pass one row per candidate"
+        )
+    order = content_order(scores, embeddings, keys)
+    local = select_by_scores(
+        scores[order],
+        np.asarray(embeddings)[order],
+        budget,
+        diversity,
+        labeled_embeddings,
+        seed=seed,
+        name=uncertainty,
+    )
+    return Selection(tuple(int(order[i]) for i in local.indices), local.scores, local.strategy)
