@@ -63,3 +63,59 @@ def test_coco_maps_images_by_task_id_in_pixels() -> None:
     assert [a["bbox"] for a in coco["annotations"]] == [[20.0, 10.0, 40.0, 20.0], [100.0, 50.0, 20.0, 10.0]]
     assert [c["name"] for c in coco["categories"]] == ["cat", "dog"]
     assert {a["image_id"] for a in coco["annotations"]} == {11}
+
+
+def only(result: list, task_id: int = 1) -> list:  # type: ignore[type-arg]
+    return [{"id": task_id, "data": {"content_hash": "x"}, "annotations": [{"id": 1, "result": result}]}]
+
+
+def test_bad_boxes_are_clipped_or_dropped_and_named() -> None:
+    broken = rect("cat", 10, 10, 10, 10)
+    del broken["value"]["y"]
+    rotated = rect("dog", 10, 10, 20, 20)
+    rotated["value"]["rotation"] = 90  # about its top-left corner: 20% of 200 px wide = 40 px down
+    summary = parse_detection_export(
+        only(
+            [
+                rect("cat", 90, 90, 20, 20),  # partly outside: clipped
+                rect("cat", -10, 20, 15, 10),  # partly outside: clipped
+                rect("cat", 120, 10, 5, 5),  # entirely outside: dropped
+                rect("dog", 10, 10, 0, 10),  # zero area: dropped
+                rect("dog", 10, 10, 5, -2),  # negative size: zero area, dropped
+                broken,  # no y: dropped
+                rotated,  # axis-aligned bounds
+                rect("wolf", 1, 1, 5, 5),  # not in the label set
+            ]
+        ),
+        CONFIG,
+    )
+    counts = summary.counts
+    assert counts["boxes clipped to the image"] == 2
+    assert counts["boxes dropped: outside the image"] == 1
+    assert counts["boxes dropped: zero area"] == 2
+    assert counts["boxes dropped: malformed"] == 1
+    assert counts["rotated boxes: axis-aligned bounds used"] == 1
+    assert counts["unknown labels"] == 1 and counts["boxes"] == 3
+    clipped, left, turned = summary.tasks[0].annotations[1]
+    assert (clipped.x, clipped.y, clipped.width, clipped.height) == (90, 90, 10, 10)
+    assert (left.x, left.y, left.width, left.height) == (0, 20, 5, 10)
+    # 40x20 px at (20, 10) px turned 90 degrees clockwise: 20 px wide to the left, 40 px down
+    assert (turned.x, turned.y, turned.width, turned.height) == pytest.approx((0, 10, 10, 40))
+
+
+def test_an_image_without_boxes_is_a_valid_negative() -> None:
+    summary = parse_detection_export(only([]), CONFIG)
+    assert summary.tasks[0].annotations == {1: []}
+    assert summary.counts["annotations with no boxes (negatives)"] == 1 and summary.counts["boxes"] == 0
+    assert to_coco(summary, CONFIG.labels)["images"] == []  # the export gives no size for it
+    coco = to_coco(summary, CONFIG.labels, sizes={"x": (64, 48)})
+    assert coco["images"] == [{"id": 1, "file_name": "", "width": 64, "height": 48, "content_hash": "x"}]
+    assert coco["annotations"] == []
+
+
+def test_rotated_boxes_without_an_image_size_are_dropped_and_named() -> None:
+    region = rect("cat", 10, 10, 20, 20)
+    region["value"]["rotation"] = 30
+    del region["original_width"], region["original_height"]
+    summary = parse_detection_export(only([region]), CONFIG)
+    assert summary.counts["boxes dropped: rotated, no image size"] == 1 and summary.counts["boxes"] == 0

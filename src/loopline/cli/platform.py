@@ -14,6 +14,7 @@ from loopline.errors import LooplineError, ServiceError
 from loopline.settings import TIER_FILE, Tier, get_settings
 
 if TYPE_CHECKING:
+    from loopline.labeling.configs import LabelConfig
     from loopline.services.platform import ServiceStatus
 
 
@@ -107,14 +108,35 @@ def deploy() -> None:
 @app.command("demo-data")
 def demo_data(
     out: str = typer.Argument(..., help="Folder to write the demo images into."),
-    size: int = typer.Option(32, help="Side of the rendered images in pixels."),
+    size: int = typer.Option(32, help="Side of the rendered images in pixels (classification)."),
     rounds: int = typer.Option(2, help="How many collection rounds to split the images into."),
+    task_type: str = typer.Option(
+        "classification",
+        "--task-type",
+        help="classification: one digit per image. detection: scenes of 0-4 digits on 96-128 px "
+        "canvases, with boxes.",
+    ),
+    images: int = typer.Option(300, help="Scenes to write (detection)."),
 ) -> None:
     """Write the digits demo collection (with planted corrupt files and duplicates) and its ground truth."""
-    from loopline.data.demo import write_demo_data
+    if task_type == "detection":
+        from loopline.data.demo_boxes import write_demo_boxes
 
-    demo = write_demo_data(out, size=size, rounds=rounds)
-    typer.echo(f"wrote {demo.images} digit images into {', '.join(str(r) for r in demo.rounds)}")
+        demo = write_demo_boxes(out, rounds=rounds, images=images)
+        what = "digit scenes (with boxes)"
+    elif task_type == "classification":
+        from loopline.data.demo import write_demo_data
+
+        demo = write_demo_data(out, size=size, rounds=rounds)
+        what = "digit images"
+    else:
+        typer.echo(
+            f"Unknown task type {task_type!r}. To fix this, pass --task-type classification or "
+            "--task-type detection.",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    typer.echo(f"wrote {demo.images} {what} into {', '.join(str(r) for r in demo.rounds)}")
     typer.echo(f"planted: {', '.join(f'{v} {k}' for k, v in demo.planted.items())}")
     typer.echo(f"ground truth (for the demo annotator only): {demo.ground_truth}")
 
@@ -232,6 +254,17 @@ def watch(
         raise typer.Exit(code=1)
 
 
+def _demo_config(xml: str) -> LabelConfig:
+    """The project's config as a classification (Choices) or detection (RectangleLabels) config."""
+    from loopline.errors import LabelConfigMismatch
+    from loopline.labeling.configs import parse_label_config
+
+    try:
+        return parse_label_config(xml, "classification")
+    except LabelConfigMismatch:
+        return parse_label_config(xml, "detection")
+
+
 @app.command("demo-annotate")
 def demo_annotate(
     ground_truth: str = typer.Argument(..., help="ground_truth.json written by `loopline demo-data`."),
@@ -243,7 +276,6 @@ def demo_annotate(
     """DEMO ANNOTATOR: answer loopline's Label Studio tasks from the demo ground truth (not for real data)."""
     import time
 
-    from loopline.labeling.configs import parse_label_config
     from loopline.labeling.demo_annotator import annotate_project, load_ground_truth
     from loopline.labeling.studio import KEY_MARKER, LabelStudio
     from loopline.services.credentials import label_studio_credentials
@@ -259,12 +291,12 @@ def demo_annotate(
                 for project in projects:
                     if KEY_MARKER not in (project.get("description") or ""):
                         continue
-                    config = parse_label_config(project["label_config"], "classification")
+                    config = _demo_config(project["label_config"])
                     wanted = max(annotators, int(project.get("maximum_annotations") or 1))
                     made = annotate_project(studio, project["id"], config, truth, wanted, error_rate)
                     if made:
                         typer.echo(f"demo annotator: {made} annotations in project {project['id']}")
-            except LooplineError as exc:
+            except (LooplineError, ValueError) as exc:
                 typer.echo(f"demo annotator: {exc}", err=True)
             time.sleep(interval)
 
