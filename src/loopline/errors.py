@@ -94,3 +94,8 @@ class QueueFull(LooplineError):
 class ReferencesUnavailable(LooplineError):
     """Retention cannot read what is still referenced (a registry or manifest cannot be read): it deletes
     nothing rather than guess."""
+
+
+class DetectorExportRefused(LooplineError):
+    """A detector could not be exported to ONNX faithfully (export failed, the graph fixes the image size,
+    or ONNX Runtime's detections differ from PyTorch's); the message names the reason."""
