@@ -1,5 +1,7 @@
 """The model server's HTTP layer: the Open Inference Protocol v2 (``/v2/...``), ``POST /v1/predict`` for
-image files, ``/metrics`` and ``POST /admin/reload``, as thin handlers over the core.
+image files (a classifier's top-k, or a detector's boxes: ``boxes.py``), Label Studio's ML backend protocol
+under ``settings.label_studio_prefix`` (``studio_routes.py``), ``/metrics`` and ``POST /admin/reload``, as
+thin handlers over the core.
 
 ``create_app(settings, loader)`` builds the app; ``HotRoutes`` (``hot.py``) dispatches the two prediction
 routes straight to their handlers, FastAPI the rest (and any prediction request it does not fully
@@ -23,21 +25,24 @@ from starlette.exceptions import HTTPException
 
 from loopline import __version__
 from loopline.serving import protocol
+from loopline.serving.boxes import predict_boxes, run_detector
+from loopline.serving.detector import LoadedDetector
 from loopline.serving.hot import HotRoutes, InferHandler, error_response
 from loopline.serving.live import ModelHost, ModelLoader, Serving
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.observe import VERSION_HEADER, ObserveRequests, read_body
 from loopline.serving.predict import predict_images, read_images, submit
 from loopline.serving.settings import ServingSettings
+from loopline.serving.studio_routes import studio_router
 
 if TYPE_CHECKING:
-    from loopline.serving.model import LoadedModel
+    from loopline.serving.live import ServedModel
 
 
 def create_app(
     settings: ServingSettings,
     loader: ModelLoader,
-    initial: LoadedModel | None = None,
+    initial: ServedModel | None = None,
     on_reloaded: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The server of the model ``loader`` loads (``initial``: already loaded, serve it at once).
@@ -54,6 +59,9 @@ def create_app(
 
     async def predict(request: Request, k: int | None) -> Response:
         images = await read_images(request, settings)
+        if is_detector(_served(host, settings, None, None)):
+            answer = await predict_boxes(lambda: _served(host, settings, None, None), images, settings)
+            return _json(answer.body, answer.serving)
         answer = await predict_images(
             lambda: _served(host, settings, None, None), images, k or settings.top_k, settings
         )
@@ -66,8 +74,9 @@ def create_app(
     app.state.host, app.state.metrics = host, metrics
     app.add_middleware(HotRoutes, predict=predict, infer=infer)
     app.add_middleware(ObserveRequests, host=host, metrics=metrics)  # added last: runs first
-    _add_error_handlers(app)
+    _add_error_handlers(app, settings)
     _add_v2_routes(app, host, settings, infer)
+    app.include_router(studio_router(host, settings), prefix=settings.label_studio_prefix)
 
     @app.post("/v1/predict")
     async def predict_route(request: Request, k: int | None = Query(None, ge=1, le=1000)) -> Response:
@@ -117,6 +126,8 @@ def _add_v2_routes(app: FastAPI, host: ModelHost, settings: ServingSettings, inf
     async def model_metadata(name: str, version: str | None = None) -> Response:
         serving = _served(host, settings, name, version)
         m = serving.model
+        if isinstance(m, LoadedDetector):
+            return _json(protocol.detector_metadata(m.name, m.version), serving)
         return _json(protocol.model_metadata(m.name, m.version, m.input_size, len(m.labels)), serving)
 
     @app.get("/v2/models/{name}/ready")
@@ -142,10 +153,13 @@ async def _infer(
     body = await read_body(request, settings.max_body_bytes)
     with _as_400():
         parsed = protocol.parse_request(body)
-        outputs = protocol.requested_outputs(parsed)
     serving = _served(host, settings, name, version)  # no await between this and submitting
+    model = serving.model
+    if isinstance(model, LoadedDetector):
+        return await _infer_detector(parsed, serving)
     with _as_400():
-        batch = protocol.input_tensor(parsed, serving.model.input_size)
+        outputs = protocol.requested_outputs(parsed)
+        batch = protocol.input_tensor(parsed, model.input_size)
     logits = await submit(serving, batch)
     from loopline.serving.model import softmax
 
@@ -156,6 +170,25 @@ async def _infer(
         outputs=protocol.response_outputs(logits, softmax(logits), outputs),
     )
     return _json(response, serving)
+
+
+async def _infer_detector(parsed: protocol.InferenceRequest, serving: Serving) -> Response:
+    with _as_400():
+        outputs = protocol.detector_outputs(parsed)
+        image = protocol.detector_input(parsed)
+    found = await run_detector(serving, image)
+    tensors = {"boxes": found.boxes, "labels": found.labels, "scores": found.scores}
+    response = protocol.InferenceResponse(
+        model_name=serving.model.name,
+        model_version=serving.model.version,
+        id=parsed.id,
+        outputs=protocol.detector_response_outputs(tensors, outputs),
+    )
+    return _json(response, serving)
+
+
+def is_detector(serving: Serving) -> bool:
+    return isinstance(serving.model, LoadedDetector)
 
 
 def _served(host: ModelHost, settings: ServingSettings, name: str | None, version: str | None) -> Serving:
@@ -211,14 +244,15 @@ def _authorize(request: Request, settings: ServingSettings) -> None:
         )
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _add_error_handlers(app: FastAPI, settings: ServingSettings) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = exc.detail
         if exc.status_code == 404 and message == "Not Found":
             message = (
                 f"No route {request.url.path!r}. Routes: /v2, /v2/health/ready, /v2/models/NAME[/infer], "
-                "/v1/predict, /metrics, /admin/reload."
+                f"/v1/predict, /metrics, /admin/reload, "
+                f"{settings.label_studio_prefix}/(health|setup|predict|webhook)."
             )
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path!r}."

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class BatcherStopped(RuntimeError):
 @dataclass(frozen=True)
 class _Request:
     inputs: np.ndarray
-    answer: asyncio.Future[np.ndarray]
+    answer: asyncio.Future[Any]
 
 
 _STOP = object()  # queued by ``stop``: the worker finishes what is ahead of it, then exits
@@ -47,7 +48,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        predict: Callable[[np.ndarray], np.ndarray],
+        predict: Callable[[np.ndarray], Any],
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
         max_queue: int = 256,
@@ -94,8 +95,9 @@ class MicroBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
 
-    async def submit(self, inputs: np.ndarray) -> np.ndarray:
-        """The model's outputs for ``inputs`` (``n x ...`` → ``n x ...``), batched with other requests.
+    async def submit(self, inputs: np.ndarray) -> Any:
+        """The model's outputs for ``inputs`` (``n x ...`` → ``n`` rows: an array, or a list of one output per
+        item), batched with other requests.
 
         Raises:
             QueueFull: ``max_queue`` requests are already waiting; retry later.

@@ -13,14 +13,17 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
 from loopline.serving.batching import MicroBatcher
 from loopline.serving.metrics import ServingMetrics
 from loopline.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
+    from loopline.serving.detector import LoadedDetector
     from loopline.serving.model import LoadedModel
+
+    ServedModel: TypeAlias = LoadedModel | LoadedDetector
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class ModelLoader(Protocol):
         """The version the selector points at now."""
         ...
 
-    def load(self, version: str) -> LoadedModel:
+    def load(self, version: str) -> ServedModel:
         """That version loaded, warmed up and smoke-checked (raises on any failure)."""
         ...
 
@@ -54,7 +57,7 @@ class RegistryLoader:
 
         return resolve_version(MlflowClient(self.tracking_uri), self.name, self.selector)
 
-    def load(self, version: str) -> LoadedModel:
+    def load(self, version: str) -> ServedModel:
         from loopline.serving.model import fetch_version, load_model
 
         folder = fetch_version(self.tracking_uri, self.name, version, self.cache_dir)
@@ -63,9 +66,10 @@ class RegistryLoader:
 
 @dataclass(frozen=True)
 class Serving:
-    """A model and the batcher in front of it; swapped together."""
+    """A model and the batcher in front of it; swapped together. A classifier's batcher answers logits
+    (``n x classes``) for ``n`` images, a detector's a ``DetectorOutput`` per image."""
 
-    model: LoadedModel
+    model: ServedModel
     batcher: MicroBatcher
 
 
@@ -86,7 +90,7 @@ class ModelHost:
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
 
-    async def start(self, initial: LoadedModel | None = None) -> None:
+    async def start(self, initial: ServedModel | None = None) -> None:
         """Serve ``initial`` now, or load the selected version in the background; then poll the alias."""
         if initial is not None:
             await self._swap(initial)
@@ -120,14 +124,17 @@ class ModelHost:
             logger.info("serving %s version %s (was %s)", model.name, version, previous)
             return ReloadResult("loaded", version, previous)
 
-    async def _swap(self, model: LoadedModel) -> None:
+    async def _swap(self, model: ServedModel) -> None:
+        from loopline.serving.detector import LoadedDetector
+
         version = model.version
+        predict = model.detect_batch if isinstance(model, LoadedDetector) else model.predict
 
         def on_batch(size: int) -> None:
             self.metrics.batch_size.labels(version).observe(size)
 
         batcher = MicroBatcher(
-            model.predict,
+            predict,
             max_batch_size=self.settings.max_batch_size,
             max_wait_ms=self.settings.max_wait_ms,
             max_queue=self.settings.max_queue,

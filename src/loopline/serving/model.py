@@ -4,7 +4,8 @@
 - ``fetch_version``: the version's ONNX model and ``class_mapping.json`` downloaded through MLflow into
   ``cache_dir/NAME/VERSION/`` (atomically; reused when present). ONNX and JSON only, never a pickle;
 - ``load_model``: an ``InferenceSession`` tuned for the host, warmed up and smoke-checked against the
-  class mapping → ``LoadedModel``;
+  class mapping → ``LoadedModel`` (a classifier), or ``LoadedDetector`` (``detector.py``) when the mapping
+  says ``"task_type": "detection"``;
 - ``softmax`` / ``top_k``: logits → the answers the HTTP layer returns.
 """
 
@@ -28,6 +29,7 @@ from loopline.registry.registry import is_not_found, resolve_alias
 
 if TYPE_CHECKING:
     from loopline.registry.artifacts import ModelFiles
+    from loopline.serving.detector import LoadedDetector
 
 __all__ = [
     "ClassScore",
@@ -198,14 +200,23 @@ def read_model_files(folder: Path) -> ModelFiles:
     return ModelFiles(_find_onnx(folder), labels, input_size, {})
 
 
-def load_model(folder: Path, name: str, version: str, threads: int | None = None) -> LoadedModel:
+def load_model(
+    folder: Path, name: str, version: str, threads: int | None = None
+) -> LoadedModel | LoadedDetector:
     """The model in ``folder`` (``model/*.onnx`` and ``class_mapping.json``, as ``fetch_version`` leaves
     them) in an ONNX Runtime session: ``threads`` intra-op threads (default: every CPU but one), CUDA first
-    when this onnxruntime build has it, all graph optimisations; warmed up and checked on a zero batch.
+    when this onnxruntime build has it, all graph optimisations; warmed up and checked on a zero batch (a
+    zero image for a detector).
 
     Raises:
         ModelLoadError: a file is missing or corrupt, or the class mapping does not fit the model.
     """
+    detector_labels = _detector_labels(folder / MAPPING)
+    if detector_labels is not None:
+        from loopline.serving.detector import load_detector
+
+        onnx = _find_onnx(folder)
+        return load_detector(onnx, _open_session(onnx, threads), name, version, detector_labels)
     labels, input_size = _read_mapping(folder / MAPPING)
     onnx = _find_onnx(folder)
     session = _open_session(onnx, threads)
@@ -220,6 +231,25 @@ def load_model(folder: Path, name: str, version: str, threads: int | None = None
     )
     _smoke_check(model, onnx)
     return model
+
+
+def _detector_labels(path: Path) -> tuple[str, ...] | None:
+    """A detector's labels when the class mapping says ``"task_type": "detection"``, else None (a
+    classifier's mapping, or one ``_read_mapping`` then reports as unreadable)."""
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mapping, dict) or mapping.get("task_type") != "detection":
+        return None
+    labels = mapping.get("labels")
+    if not isinstance(labels, list) or not labels or len(set(map(str, labels))) != len(labels):
+        raise ModelLoadError(
+            f'The class mapping {path} of a detector needs "labels": a list of distinct names, one per class '
+            f"(class id i + 1 is labels[i]); it has {labels!r}. To fix this, re-register the detector with "
+            "the mapping it was trained with."
+        )
+    return tuple(str(label) for label in labels)
 
 
 def _read_mapping(path: Path) -> tuple[tuple[str, ...], int]:

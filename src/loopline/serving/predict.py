@@ -22,6 +22,7 @@ from loopline.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
     from loopline.serving.live import Serving
+    from loopline.serving.model import LoadedModel
 
 RAW_TYPES = ("image/", "application/octet-stream")
 # Requests whose images are all this small are decoded on the event loop: for a 32x32 PNG the hop to a
@@ -103,7 +104,7 @@ async def predict_images(
     from loopline.serving.model import softmax, top_k
     from loopline.serving.preprocess import preprocess_batch
 
-    size = current().model.input_size
+    size = classifier(current()).input_size
     results: list[dict[str, Any]] = [{"image": image.name} for image in images]
     checked = _check(images, settings, results)
     if quick_to_decode(images, checked):
@@ -113,7 +114,7 @@ async def predict_images(
     if not decoded:
         raise HTTPException(400, " ".join(r["error"] for r in results))
     serving = current()  # no await between this and submitting
-    model = serving.model
+    model = classifier(serving)
     if model.input_size != size:
         batch = preprocess_batch([picture for _, picture in decoded], model.input_size)
     probabilities = softmax(await submit(serving, batch))
@@ -123,6 +124,16 @@ async def predict_images(
         results[index]["top_k"] = [{"label": s.label, "probability": s.probability} for s in scores]
     body = {"model_name": model.name, "model_version": model.version, "predictions": results}
     return PredictAnswer(serving, body)
+
+
+def classifier(serving: Serving) -> LoadedModel:
+    """The serving model as a classifier; 503 when a hot reload just swapped in a detector."""
+    from loopline.serving.model import LoadedModel
+
+    model = serving.model
+    if not isinstance(model, LoadedModel):
+        raise HTTPException(503, f"{model.name} version {model.version} is a detector now; retry the request")
+    return model
 
 
 def quick_to_decode(images: list[NamedImage], checked: dict[int, int]) -> bool:

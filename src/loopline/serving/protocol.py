@@ -4,6 +4,11 @@ response models and the pure conversion of a request's tensor into the model's N
 The model has one input, ``image``: FP32 already normalised (N x 3 x S x S), or UINT8 raw pixels
 (N x S x S x 3 or N x 3 x S x S) that are scaled and normalised as ``preprocess`` does. The batch dimension
 may be left out for one image; ``data`` may be nested or flat (row-major).
+
+A detector (``loopline.detections``' contract) has one input, ``images``: one image of any size, FP32 RGB in
+[0, 1] (1 x 3 x H x W) or UINT8 raw pixels (1 x H x W x 3 or 1 x 3 x H x W), and answers its tensors
+``boxes`` (FP32 N x 4, x1 y1 x2 y2 in the input's pixels), ``labels`` (INT64 N, class index + 1) and
+``scores`` (FP32 N), every box the model returned (no score threshold).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from loopline.detections import DETECTOR_INPUT, DETECTOR_OUTPUTS
 from loopline.serving.preprocess import MEAN, STD
 
 INPUT_NAME = "image"
@@ -48,8 +54,8 @@ class InferenceRequest(BaseModel):
 class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
-    datatype: Literal["FP32"] = "FP32"
-    data: list[float]
+    datatype: Literal["FP32", "INT64"] = "FP32"
+    data: list[int] | list[float]
 
 
 class InferenceResponse(BaseModel):
@@ -165,5 +171,81 @@ def response_outputs(logits: np.ndarray, probabilities: np.ndarray, names: list[
     tensors = {"logits": logits, "probabilities": probabilities}
     return [
         ResponseOutput(name=n, shape=list(tensors[n].shape), data=tensors[n].reshape(-1).tolist())
+        for n in names
+    ]
+
+
+def detector_metadata(name: str, version: str) -> ModelMetadata:
+    """A detector's tensors; -1 marks a dimension of any size (the image's height and width, the boxes)."""
+    return ModelMetadata(
+        name=name,
+        versions=[version],
+        inputs=[TensorMetadata(name=DETECTOR_INPUT, datatype="FP32", shape=[1, 3, -1, -1])],
+        outputs=[
+            TensorMetadata(name="boxes", datatype="FP32", shape=[-1, 4]),
+            TensorMetadata(name="labels", datatype="INT64", shape=[-1]),
+            TensorMetadata(name="scores", datatype="FP32", shape=[-1]),
+        ],
+    )
+
+
+def detector_outputs(request: InferenceRequest) -> list[str]:
+    """The detector outputs the request asks for (default: all three); ``BadRequest`` for unknown ones."""
+    if not request.outputs:
+        return list(DETECTOR_OUTPUTS)
+    names = [o.name for o in request.outputs]
+    unknown = [n for n in names if n not in DETECTOR_OUTPUTS]
+    if unknown:
+        raise BadRequest(
+            f"Unknown output(s) {unknown}; this detector's outputs are {list(DETECTOR_OUTPUTS)}."
+        )
+    return names
+
+
+def detector_input(request: InferenceRequest) -> np.ndarray:
+    """The request's one image as the detector's 1 x 3 x H x W float32 input in [0, 1]."""
+    example = "[1, 3, H, W] (FP32 in [0, 1]) or UINT8 [1, H, W, 3] / [1, 3, H, W] (raw pixels)"
+    if len(request.inputs) != 1 or request.inputs[0].name != DETECTOR_INPUT:
+        given = [i.name for i in request.inputs]
+        raise BadRequest(f"The detector has one input, {DETECTOR_INPUT!r}; the request gives {given}.")
+    tensor = request.inputs[0]
+    if tensor.datatype not in ("FP32", "UINT8"):
+        raise BadRequest(
+            f"Datatype {tensor.datatype!r} is not supported. Send {DETECTOR_INPUT!r} as {example}."
+        )
+    shape = [1, *tensor.shape] if len(tensor.shape) == 3 else list(tensor.shape)
+    channels_last = tensor.datatype == "UINT8" and len(shape) == 4 and shape[3] == 3 and shape[1] != 3
+    height, width = (shape[1], shape[2]) if channels_last else (shape[-2:] if len(shape) == 4 else (0, 0))
+    if len(shape) == 4 and shape[0] > 1:
+        raise BadRequest(
+            f"Shape {tensor.shape} holds {shape[0]} images; a detector takes one image per request (its "
+            f"batch size is 1). To fix this, send each image in its own request as {example}."
+        )
+    if len(shape) != 4 or shape[0] != 1 or (shape[1] != 3 and not channels_last) or min(height, width) < 1:
+        raise BadRequest(
+            f"Shape {tensor.shape} does not fit the detector's input: send {DETECTOR_INPUT!r} as {example} "
+            "(the batch dimension may be left out)."
+        )
+    values = _flat_values(tensor.data, tensor.shape, tensor.datatype).reshape(shape)
+    if channels_last:
+        values = values.transpose(0, 3, 1, 2)
+    if tensor.datatype == "UINT8":
+        values = values / 255.0
+    elif values.min(initial=0.0) < 0 or values.max(initial=0.0) > 1:
+        raise BadRequest(
+            "FP32 'images' values must be RGB in [0, 1] (the detector normalises inside); to send raw pixels "
+            "use UINT8."
+        )
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def detector_response_outputs(tensors: dict[str, np.ndarray], names: list[str]) -> list[ResponseOutput]:
+    return [
+        ResponseOutput(
+            name=n,
+            shape=list(tensors[n].shape),
+            datatype="INT64" if n == "labels" else "FP32",
+            data=tensors[n].reshape(-1).tolist(),
+        )
         for n in names
     ]

@@ -40,7 +40,7 @@ from loopline.serving.model import default_threads
 from loopline.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
-    from loopline.serving.model import LoadedModel
+    from loopline.serving.live import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def serve_model(settings: ServingSettings, tracking_uri: str, cache_dir: Path) -
 def _serve(
     settings: ServingSettings,
     loader: RegistryLoader,
-    model: LoadedModel,
+    model: ServedModel,
     sockets: list[socket.socket] | None,
     on_reloaded: Callable[[], None] | None = None,
 ) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,4 +45,35 @@ class ServingSettings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of POST /admin/reload; unset: reload over HTTP is disabled."
+    )
+    min_score: float = Field(
+        default=0.3, ge=0, le=1, description="Detectors: boxes scoring below this are left out of answers."
+    )
+    label_studio_prefix: str = Field(
+        default="/label-studio",
+        pattern=r"^(/[A-Za-z0-9._-]+)*$",
+        description="Where the Label Studio ML backend routes live: connect a project to "
+        "http://HOST:PORT/label-studio ('' serves them at the root).",
+    )
+    label_studio_url: str | None = Field(
+        default=None,
+        description="Label Studio the ML backend fetches task images from (default: loopline's).",
+    )
+    label_studio_token: SecretStr | None = Field(
+        default=None,
+        description="Its API token (default: loopline's LOOPLINE_LABEL_STUDIO_TOKEN or the local one).",
+    )
+    round_deployment: str | None = Field(
+        default=None,
+        description="Prefect deployment ('flow-name/deployment-name' or its id) the Label Studio webhook "
+        "runs once a project has round_threshold new annotations; unset: the webhook only counts.",
+    )
+    round_threshold: int = Field(
+        default=50, ge=1, description="New annotations per project that start a round."
+    )
+    round_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters of that flow run (JSON in the environment)."
+    )
+    prefect_api_url: str | None = Field(
+        default=None, description="Prefect API of round_deployment (default: loopline's PREFECT API URL)."
     )
