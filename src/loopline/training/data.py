@@ -140,19 +140,35 @@ class LabeledImages:
         return self.transform(self.images[i]), self.targets[i]
 
 
+DatasetBuilder = Callable[[Sequence[LabeledRow], int, bool, ReadBytes], Any]  # rows, size, train, reader
+
+
 def loader_factory(
     rows: Sequence[LabeledRow],
     mapping: ClassMapping,
     num_workers: int = 0,
     pin_memory: bool = False,
     read_bytes: ReadBytes | None = None,
+    dataset: DatasetBuilder | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    drop_single: bool = False,
 ) -> Callable[[int, int, str], Any]:
     """``make(input size, batch size, split)`` → a DataLoader of that split; each split's images are
     read and decoded once per input size and shared by every trial. ``read_bytes`` defaults to an
-    ``ImageReader`` from the settings (made once, so its S3 client and cache serve every split)."""
+    ``ImageReader`` from the settings (made once, so its S3 client and cache serve every split).
+
+    ``dataset(rows, size, train, read_bytes)`` builds a split's dataset (default: ``LabeledImages`` for
+    classification); ``collate_fn`` batches it (default: stacked tensors); ``drop_single`` leaves out a
+    last training batch of one image (BatchNorm cannot train on one value per channel, as a detector's
+    1x1 feature maps would give it).
+    """
     import torch
 
-    cache: dict[tuple[int, str], Any] = {}  # LabeledImages (a Dataset by protocol)
+    def classification(chosen: Sequence[LabeledRow], size: int, train: bool, read: ReadBytes) -> Any:
+        return LabeledImages(chosen, mapping, build_transform(size, train=train), read)
+
+    build = dataset or classification
+    cache: dict[tuple[int, str], Any] = {}  # a Dataset by protocol
     reader: list[ReadBytes] = [read_bytes] if read_bytes else []
 
     def make(size: int, batch_size: int, split: str) -> Any:
@@ -160,15 +176,17 @@ def loader_factory(
             if not reader:
                 reader.append(default_reader().read_bytes)
             chosen = [r for r in rows if r.split == split]
-            transform = build_transform(size, train=split == "train")
-            cache[size, split] = LabeledImages(chosen, mapping, transform, reader[0])
+            cache[size, split] = build(chosen, size, split == "train", reader[0])
+        count = len(cache[size, split])
         return torch.utils.data.DataLoader(
             cache[size, split],
             batch_size=batch_size,
+            drop_last=drop_single and split == "train" and count > 1 and count % batch_size == 1,
             shuffle=split == "train",
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
+            collate_fn=collate_fn,
         )
 
     return make

@@ -1,8 +1,12 @@
-"""The training core, in the style of torchvision's classification reference.
+"""The training core, in the style of torchvision's classification and detection references.
 
 ``train_one_epoch`` and ``evaluate`` (under ``torch.inference_mode()``), AdamW or SGD, a cosine schedule
-after a linear warm-up, label smoothing, early stopping on validation accuracy, AMP and channels-last on
-CUDA, a deterministic mode, and a checkpoint every epoch that ``fit`` resumes from.
+after a linear warm-up, early stopping on the validation score, AMP and channels-last on CUDA, a
+deterministic mode, and a checkpoint every epoch that ``fit`` resumes from.
+
+What is trained is a ``Task``: how a batch becomes a loss and how a model is scored on a loader. The
+classification task (cross-entropy with label smoothing, scored by accuracy) is the default;
+``loopline.training.detection.task`` has the detection one (the models' own losses, scored by COCO mAP).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from loopline.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -31,9 +35,7 @@ class TrainConfig:
     momentum: float = 0.9
     label_smoothing: float = 0.05
     warmup_epochs: int = 1
-    patience: int = (
-        10  # epochs without a better validation accuracy before stopping (small val sets are noisy)
-    )
+    patience: int = 10  # epochs without a better validation score before stopping (small val sets are noisy)
     seed: int = 0
     deterministic: bool = True
     device: str = "cpu"
@@ -45,20 +47,92 @@ class TrainConfig:
 class EpochMetrics:
     epoch: int
     train_loss: float
-    val_loss: float
-    val_accuracy: float
+    val_loss: float  # NaN where the task has no validation loss (detectors return losses only in training)
+    val_score: float  # the task's validation score: accuracy for classification, mAP@[.5:.95] for detection
     lr: float
     seconds: float
     data_wait_share: float  # share of the step time spent waiting for the loader
+
+    @property
+    def val_accuracy(self) -> float:
+        """The classification name of ``val_score``."""
+        return self.val_score
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # checkpoints written before the rename
+        if "val_accuracy" in state:
+            state = {**state, "val_score": state["val_accuracy"]}
+            del state["val_accuracy"]
+        self.__dict__.update(state)
 
 
 @dataclass
 class FitResult:
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int = -1
-    best_val_accuracy: float = 0.0
+    best_val_score: float = 0.0
     stopped_early: bool = False
     resumed_from: int | None = None
+
+    @property
+    def best_val_accuracy(self) -> float:
+        """The classification name of ``best_val_score``."""
+        return self.best_val_score
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # checkpoints written before the rename
+        if "best_val_accuracy" in state:
+            state = {**state, "best_val_score": state["best_val_accuracy"]}
+            del state["best_val_accuracy"]
+        self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model scored on a loader: mean loss (NaN where the task has none), score, and the raw outputs
+    (logits for classification, ``Detection`` lists for detection)."""
+
+    loss: float
+    score: float
+    outputs: Any
+
+
+class Task(Protocol):
+    """What ``fit`` trains: ``loss`` of one batch (with the number of examples in it) and ``evaluate``."""
+
+    score_name: str  # how the score is called in metrics: "accuracy", "map"
+
+    def loss(self, net: Any, batch: Any, config: TrainConfig) -> tuple[Any, int]: ...
+
+    def evaluate(self, model: Any, loader: Any, device: str) -> Evaluation: ...
+
+
+class ClassificationTask:
+    """Cross-entropy (``criterion``, else with ``label_smoothing``) on ``(images, class indices)`` batches;
+    scored by accuracy."""
+
+    score_name = "accuracy"
+
+    def __init__(self, label_smoothing: float = 0.0, criterion: Any = None) -> None:
+        import torch
+
+        self.criterion = criterion or torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss(self, net: Any, batch: Any, config: TrainConfig) -> tuple[Any, int]:
+        return _classification_loss(net, self.criterion, batch, config)
+
+    def evaluate(self, model: Any, loader: Any, device: str) -> Evaluation:
+        loss, accuracy, logits = evaluate(model, self.criterion, loader, device)
+        return Evaluation(loss, accuracy, logits)
+
+
+def _classification_loss(net: Any, criterion: Any, batch: Any, config: TrainConfig) -> tuple[Any, int]:
+    import torch
+
+    images, targets = batch
+    images = images.to(config.device, non_blocking=True)
+    targets = targets.to(config.device, non_blocking=True)
+    if config.channels_last and config.device.startswith("cuda"):
+        images = images.contiguous(memory_format=torch.channels_last)
+    return criterion(net(images), targets), len(targets)
 
 
 # The only classes a checkpoint may hold besides tensors and plain data (loaded with weights_only=True).
@@ -126,26 +200,31 @@ def make_scheduler(optimizer: Any, config: TrainConfig, steps_per_epoch: int) ->
 
 
 def train_one_epoch(
-    model: Any, criterion: Any, optimizer: Any, scheduler: Any, loader: Any, config: TrainConfig, scaler: Any
+    model: Any,
+    task: Task | Any,
+    optimizer: Any,
+    scheduler: Any,
+    loader: Any,
+    config: TrainConfig,
+    scaler: Any,
 ) -> tuple[float, float]:
-    """One pass over ``loader``; returns (mean loss, share of time spent waiting for data)."""
+    """One pass over ``loader``; returns (mean loss, share of time spent waiting for data).
+
+    ``task`` is a ``Task``; a bare criterion (a loss module) means classification with it.
+    """
     import torch
 
+    if not hasattr(task, "evaluate"):
+        task = ClassificationTask(criterion=task)
     model.train()
     use_amp = config.amp and config.device.startswith("cuda")
     total_loss, count, waiting = 0.0, 0, 0.0
     start = time.perf_counter()
     fetched = start
-    for images, targets in loader:
+    for batch in loader:
         waiting += time.perf_counter() - fetched
-        images, targets = (
-            images.to(config.device, non_blocking=True),
-            targets.to(config.device, non_blocking=True),
-        )
-        if config.channels_last and config.device.startswith("cuda"):
-            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext():
-            loss = criterion(model(images), targets)
+            loss, examples = task.loss(model, batch, config)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -155,8 +234,8 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         scheduler.step()
-        total_loss += float(loss.detach()) * len(targets)
-        count += len(targets)
+        total_loss += float(loss.detach()) * examples
+        count += examples
         fetched = time.perf_counter()
     elapsed = max(1e-9, time.perf_counter() - start)
     loss_sum, seen = all_reduce_sums([total_loss, float(count)], config.device)
@@ -190,12 +269,14 @@ def fit(
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     stop_after: int | None = None,
     on_checkpoint: Callable[[Path], object] | None = None,
+    task: Task | None = None,
 ) -> FitResult:
     """Train for ``config.epochs`` with a checkpoint per epoch, resuming from the last checkpoint.
 
     ``stop_after`` ends the call after that many epochs in total (tests use it to simulate a crash);
-    ``on_checkpoint(path)`` runs after each checkpoint is written (to copy it to shared storage).
-    The best model (by validation accuracy) is restored before returning.
+    ``on_checkpoint(path)`` runs after each checkpoint is written (to copy it to shared storage);
+    ``task`` defaults to classification with ``config.label_smoothing``.
+    The best model (by the task's validation score) is restored before returning.
     """
     import torch
 
@@ -205,7 +286,7 @@ def fit(
     if distributed():
         devices = [torch.device(config.device).index] if config.device.startswith("cuda") else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=devices)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    task = task or ClassificationTask(config.label_smoothing)
     optimizer = make_optimizer(net, config)
     scheduler = make_scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler("cuda") if config.amp and config.device.startswith("cuda") else None
@@ -229,21 +310,21 @@ def fit(
         if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
             train_loader.sampler.set_epoch(epoch)
         train_loss, wait_share = train_one_epoch(
-            net, criterion, optimizer, scheduler, train_loader, config, scaler
+            net, task, optimizer, scheduler, train_loader, config, scaler
         )
-        val_loss, val_accuracy, _ = evaluate(model, criterion, val_loader, config.device)
+        scored = task.evaluate(model, val_loader, config.device)
         metrics = EpochMetrics(
             epoch,
             train_loss,
-            val_loss,
-            val_accuracy,
+            scored.loss,
+            scored.score,
             optimizer.param_groups[0]["lr"],
             time.perf_counter() - started,
             wait_share,
         )
         result.history.append(metrics)
-        if val_accuracy > result.best_val_accuracy or result.best_epoch < 0:
-            result.best_epoch, result.best_val_accuracy = epoch, val_accuracy
+        if scored.score > result.best_val_score or result.best_epoch < 0:
+            result.best_epoch, result.best_val_score = epoch, scored.score
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if on_epoch and is_main_process():
             on_epoch(metrics)

@@ -1,5 +1,6 @@
-"""Train with Optuna: TPE sampling, median or Hyperband pruning on per-epoch validation accuracy, an RDB
-study that several workers can share and a rerun resumes, and every trial a nested MLflow run.
+"""Train with Optuna: TPE sampling, median or Hyperband pruning on the per-epoch validation score
+(accuracy for classifiers, COCO mAP for detectors), an RDB study that several workers can share and a
+rerun resumes, and every trial a nested MLflow run.
 
 Crash safety: trials send heartbeats; a trial whose process died (no heartbeat for ``grace`` seconds) is
 failed and retried with the same parameters, and the retry resumes from the dead trial's last checkpoint.
@@ -11,6 +12,7 @@ workers never ask the same one.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -24,15 +26,52 @@ from typing import Any, Literal
 from loopline.training.checkpoint import load_checkpoint
 from loopline.training.checkpoint_mirror import CheckpointMirror
 from loopline.training.data import ClassMapping
-from loopline.training.engine import EpochMetrics, FitResult, TrainConfig, fit, seed_everything
+from loopline.training.engine import (
+    ClassificationTask,
+    EpochMetrics,
+    FitResult,
+    Task,
+    TrainConfig,
+    fit,
+    seed_everything,
+)
 from loopline.training.models import INPUT_SIZES, build_model
-from loopline.training.search import SearchSpace
+from loopline.training.search import SearchSpace, TaskType
 
 logger = logging.getLogger(__name__)
 
 Pruner = Literal["median", "hyperband", "none"]
 LoaderFactory = Callable[[int, int, str], Any]  # (input size, batch size, split) → DataLoader
 BEST_WEIGHTS = "best.pt"
+DETECTION_EVAL_BATCH = 16  # detector validation batches: images of a few hundred pixels, many boxes each
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What a trial of one task type trains: the model (built after seeding), its input size (0 for
+    detectors, which resize inside), the engine task and the validation batch size."""
+
+    model_name: str
+    input_size: int
+    task: Task
+    eval_batch_size: int
+    task_type: TaskType
+
+    def build(self, num_labels: int) -> Any:
+        if self.task_type == "detection":
+            from loopline.training.detection.models import build_detector
+
+            return build_detector(self.model_name, num_labels + 1)  # + the background
+        return build_model(self.model_name, num_labels)
+
+
+def trial_setup(task_type: TaskType, params: dict[str, Any], mapping: ClassMapping) -> TrialSetup:
+    if task_type == "detection":
+        from loopline.training.detection.task import DetectionTask
+
+        return TrialSetup(params["model"], 0, DetectionTask(mapping.labels), DETECTION_EVAL_BATCH, task_type)
+    task = ClassificationTask(params["label_smoothing"])
+    return TrialSetup(params["model"], INPUT_SIZES[params["model"]], task, 256, task_type)
 
 
 @dataclass(frozen=True)
@@ -150,9 +189,11 @@ def run_study(
     log_to_mlflow: bool = True,
     heartbeat: Heartbeat | None = None,
     mirror: CheckpointMirror | None = None,
+    task_type: TaskType = "classification",
 ) -> StudyResult:
     """Run trials until the study holds ``n_trials`` finished ones, with any other workers on the same
-    study; then wait for the others' running trials so every worker reports the same best trial."""
+    study; then wait for the others' running trials so every worker reports the same best trial.
+    ``task_type`` "detection" trains detectors (``space.detectors``) on a detection ``loaders``."""
     import optuna
 
     heartbeat = heartbeat or Heartbeat()
@@ -160,7 +201,7 @@ def run_study(
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
     objective = _objective(
-        loaders, mapping, space, epochs, workdir, seed, device, log_to_mlflow, worker, mirror
+        loaders, mapping, space, epochs, workdir, seed, device, log_to_mlflow, worker, mirror, task_type
     )
     study = optuna.create_study(
         storage=rdb,
@@ -194,6 +235,7 @@ def _objective(
     log_to_mlflow: bool,
     worker: str,
     mirror: CheckpointMirror | None = None,
+    task_type: TaskType = "classification",
 ) -> Callable[[Any], float]:
     import optuna
     import torch
@@ -203,15 +245,15 @@ def _objective(
         frozen = next(t for t in trials if t.number == trial.number)
         fresh_before = sum("failed_trial" not in t.system_attrs for t in trials if t.number < trial.number)
         trial.study.sampler = optuna.samplers.TPESampler(seed=seed + fresh_before)
-        params = space.sample(trial)  # a retry's parameters are fixed: the sampler is not asked
-        size = INPUT_SIZES[params["model"]]
+        params = space.sample(trial, task_type)  # a retry's parameters are fixed: the sampler is not asked
+        setup = trial_setup(task_type, params, mapping)
         config = TrainConfig(
             epochs=epochs,
             batch_size=params["batch_size"],
             optimizer=params["optimizer"],
             lr=params["lr"],
             weight_decay=params["weight_decay"],
-            label_smoothing=params["label_smoothing"],
+            label_smoothing=params.get("label_smoothing", 0.0),
             seed=seed,
             device=device,
             amp=device.startswith("cuda"),
@@ -235,18 +277,16 @@ def _objective(
             if run is not None:
                 import mlflow
 
-                mlflow.log_metrics(
-                    {
-                        "train_loss": metrics.train_loss,
-                        "val_loss": metrics.val_loss,
-                        "val_accuracy": metrics.val_accuracy,
-                        "lr": metrics.lr,
-                        "data_wait_share": metrics.data_wait_share,
-                    },
-                    step=metrics.epoch,
-                )
+                values = {
+                    "train_loss": metrics.train_loss,
+                    "val_loss": metrics.val_loss,  # NaN for detectors: left out
+                    f"val_{setup.task.score_name}": metrics.val_score,
+                    "lr": metrics.lr,
+                    "data_wait_share": metrics.data_wait_share,
+                }
+                mlflow.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=metrics.epoch)
             if metrics.epoch not in reported:
-                trial.report(metrics.val_accuracy, metrics.epoch)
+                trial.report(metrics.val_score, metrics.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {metrics.epoch}")
 
@@ -255,21 +295,23 @@ def _objective(
         state = "failed"
         try:
             seed_everything(seed, deterministic=True)
-            model = build_model(params["model"], len(mapping.labels))
+            model = setup.build(len(mapping.labels))
+            size = setup.input_size
             result: FitResult = fit(
                 model,
                 loaders(size, params["batch_size"], "train"),
-                loaders(size, 256, "val"),
+                loaders(size, setup.eval_batch_size, "val"),
                 config,
                 folder,
                 on_epoch=report,
                 on_checkpoint=mirror.push if mirror is not None else None,
+                task=setup.task,
             )
             torch.save(model.state_dict(), folder / BEST_WEIGHTS)
             if mirror is not None:
                 mirror.push(folder)
             state = "complete"
-            return result.best_val_accuracy
+            return result.best_val_score
         except optuna.TrialPruned:
             state = "pruned"
             raise

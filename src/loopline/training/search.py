@@ -1,10 +1,18 @@
-"""The hyper-parameter search space (a flow parameter with good defaults) and how a trial samples it."""
+"""The hyper-parameter search space (a flow parameter with good defaults) and how a trial samples it.
+
+One space serves both task types: ``models`` are the classifiers tried on classification data, and
+``detectors`` the detectors tried on box data; label smoothing applies to classification only.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
+
+TaskType = Literal["classification", "detection"]
+DETECTION_ONLY = ("detectors",)
+CLASSIFICATION_ONLY = ("models", "label_smoothing")
 
 
 class FloatRange(BaseModel):
@@ -27,6 +35,11 @@ class SearchSpace(BaseModel):
     """What Optuna may vary. Every choice list must be non-empty and every range non-empty."""
 
     models: list[str] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
+    detectors: list[str] = Field(
+        default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"],
+        min_length=1,
+        description="Detectors tried when the labeled data has boxes (task_type detection).",
+    )
     lr: FloatRange = Field(default_factory=lambda: FloatRange(low=3e-4, high=1e-2, log=True))
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-3, log=True))
     batch_sizes: list[int] | None = Field(
@@ -37,11 +50,15 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _known_choices(self) -> SearchSpace:
+        from loopline.training.detection.models import DETECTOR_NAMES
         from loopline.training.models import MODEL_NAMES
 
         unknown = sorted(set(self.models) - set(MODEL_NAMES))
         if unknown:
             raise ValueError(f"unknown models {unknown}; valid: {', '.join(MODEL_NAMES)}")
+        unknown = sorted(set(self.detectors) - set(DETECTOR_NAMES))
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}; valid: {', '.join(DETECTOR_NAMES)}")
         bad = sorted(set(self.optimizers) - {"adamw", "sgd"})
         if bad:
             raise ValueError(f"unknown optimizers {bad}; valid: adamw, sgd")
@@ -51,17 +68,30 @@ class SearchSpace(BaseModel):
         """This space with the device's batch sizes where none were chosen."""
         return self if self.batch_sizes else self.model_copy(update={"batch_sizes": list(defaults)})
 
-    def sample(self, trial: Any) -> dict[str, Any]:
-        """The trial's hyper-parameters (Optuna ``Trial``)."""
-        return {
-            "model": trial.suggest_categorical("model", self.models),
+    @staticmethod
+    def unused_by(task_type: TaskType) -> set[str]:
+        """The fields a study of ``task_type`` does not ask about."""
+        return set(DETECTION_ONLY if task_type == "classification" else CLASSIFICATION_ONLY)
+
+    def for_task(self, task_type: TaskType) -> dict[str, Any]:
+        """The part of the space a study of ``task_type`` asks about (JSON-ready): it names the study. For
+        classification it is the space as it was before detectors existed (study names are unchanged)."""
+        return self.model_dump(mode="json", exclude=self.unused_by(task_type))
+
+    def sample(self, trial: Any, task_type: TaskType = "classification") -> dict[str, Any]:
+        """The trial's hyper-parameters (Optuna ``Trial``); ``model`` is a detector for detection."""
+        detection = task_type == "detection"
+        params = {
+            "model": trial.suggest_categorical("model", self.detectors if detection else self.models),
             "lr": trial.suggest_float("lr", self.lr.low, self.lr.high, log=self.lr.log),
             "weight_decay": trial.suggest_float(
                 "weight_decay", self.weight_decay.low, self.weight_decay.high, log=self.weight_decay.log
             ),
             "batch_size": trial.suggest_categorical("batch_size", self.batch_sizes or [32, 64]),
             "optimizer": trial.suggest_categorical("optimizer", self.optimizers),
-            "label_smoothing": trial.suggest_float(
-                "label_smoothing", self.label_smoothing.low, self.label_smoothing.high
-            ),
         }
+        if not detection:
+            params["label_smoothing"] = trial.suggest_float(
+                "label_smoothing", self.label_smoothing.low, self.label_smoothing.high
+            )
+        return params

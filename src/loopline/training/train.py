@@ -3,6 +3,8 @@
 One parent run per training: dataset lineage as params/tags, one nested run per Optuna trial, then the
 best trial's model evaluated on the frozen test split, exported to ONNX (parity checked and logged as a
 metric), and logged with its curves, confusion matrix, per-class metrics, class mapping and state dict.
+Rows with boxes train detectors instead (``loopline.training.detection.track``: COCO mAP on the test
+split, per-class AP, the detector ONNX contract).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from loopline.training.hpo import BEST_WEIGHTS, Heartbeat, Pruner, StudyResult, 
 from loopline.training.models import INPUT_SIZES, build_model
 from loopline.training.onnx_export import export_onnx, onnx_parity, onnx_pip_requirements
 from loopline.training.plots import confusion_matrix, per_class_metrics, plot_confusion, plot_curves
-from loopline.training.search import SearchSpace
+from loopline.training.search import SearchSpace, TaskType
 
 ONNX_TOLERANCE = 1e-3
 
@@ -50,6 +52,7 @@ class TrainRequest:
     # shared storage of the trial folders (s3://...), see loopline.training.checkpoint_mirror; None: the
     # default, <data root>/checkpoints when the data root is remote
     checkpoint_root: str | None = None
+    task_type: TaskType | None = None  # None: from the rows (detection when they carry boxes)
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,26 @@ class TrainOutcome:
     trials: list[dict[str, Any]]
     data_wait_share: float = 0.0  # of the best trial's step time, spent waiting for the loader
     reused: bool = False  # an earlier finished training of the same study, returned as it was
+    # detection: val_accuracy and test_accuracy are NaN (a detector has no accuracy); its scores are these
+    task_type: TaskType = "classification"
+    val_map: float | None = None  # COCO mAP@[.5:.95] of the best trial on the validation split
+    test_map: float | None = None
+    test_map50: float | None = None
 
 
-def study_name_for(request: TrainRequest) -> str:
-    """One study per labeled version and training set-up: changing the search space, epochs, pruner or
-    seed starts a new study instead of mixing answers to different questions."""
+def task_type_of(rows: list[LabeledRow], requested: TaskType | None = None) -> TaskType:
+    """The request's task type, else detection when the rows carry boxes, else classification."""
+    if requested is not None:
+        return requested
+    return "detection" if rows and rows[0].boxes is not None else "classification"
+
+
+def study_name_for(request: TrainRequest, task_type: TaskType = "classification") -> str:
+    """One study per labeled version and training set-up: changing the search space (the part the task
+    type uses), epochs, pruner or seed starts a new study instead of mixing answers to different
+    questions."""
     setup = json.dumps(
-        [request.space.model_dump(mode="json"), request.epochs, request.pruner, request.seed], sort_keys=True
+        [request.space.for_task(task_type), request.epochs, request.pruner, request.seed], sort_keys=True
     )
     return f"loopline-{request.labeled_version[:16]}-{hashlib.sha256(setup.encode()).hexdigest()[:8]}"
 
@@ -104,6 +120,7 @@ def find_finished(request: TrainRequest, study_name: str) -> TrainOutcome | None
     if not runs:
         return None
     run = runs[0]
+    metrics = run.data.metrics
     with tempfile.TemporaryDirectory() as tmp:
         trials = json.loads(
             Path(
@@ -120,28 +137,43 @@ def find_finished(request: TrainRequest, study_name: str) -> TrainOutcome | None
             ).read_text()
         )
     best = int(run.data.params["best.trial"])
+    detection = mapping.get("task_type") == "detection"
+    nan = float("nan")
     return TrainOutcome(
         run_id=run.info.run_id,
         study_name=study_name,
         best_trial=best,
         best_params=next(t["params"] for t in trials if t["number"] == best),
-        val_accuracy=run.data.metrics["best_val_accuracy"],
-        test_accuracy=run.data.metrics["test_accuracy"],
-        onnx_max_abs_diff=run.data.metrics["onnx_max_abs_diff"],
-        data_wait_share=run.data.metrics.get("data_wait_share", 0.0),
+        val_accuracy=nan if detection else metrics["best_val_accuracy"],
+        test_accuracy=nan if detection else metrics["test_accuracy"],
+        onnx_max_abs_diff=metrics["onnx_max_box_diff" if detection else "onnx_max_abs_diff"],
+        data_wait_share=metrics.get("data_wait_share", 0.0),
         labels=tuple(mapping["labels"]),
         trials=trials,
         reused=True,
+        task_type="detection" if detection else "classification",
+        val_map=metrics.get("best_val_map"),
+        test_map=metrics.get("test_map"),
+        test_map50=metrics.get("test_map50"),
     )
 
 
 def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutcome:
+    """Run the study on ``rows`` and track it in MLflow (classification, or detection for rows with boxes
+    or ``request.task_type="detection"``); a rerun of a finished study returns its outcome."""
     import mlflow
     import torch
 
-    mapping = check_labeled_rows(rows)
-    loaders = loader_factory(rows, mapping, request.num_workers, request.pin_memory)
-    study_name = study_name_for(request)
+    task_type = task_type_of(rows, request.task_type)
+    if task_type == "detection":
+        from loopline.training.detection.data import check_detection_rows, detection_loader_factory
+
+        mapping = check_detection_rows(rows)
+        loaders = detection_loader_factory(rows, mapping, request.num_workers, request.pin_memory)
+    else:
+        mapping = check_labeled_rows(rows)
+        loaders = loader_factory(rows, mapping, request.num_workers, request.pin_memory)
+    study_name = study_name_for(request, task_type)
     mlflow.set_tracking_uri(request.tracking_uri)
     mlflow.set_experiment(request.experiment)
     finished = find_finished(request, study_name)
@@ -156,7 +188,7 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
                 "n_trials": request.n_trials,
                 "pruner": request.pruner,
                 "seed": request.seed,
-                "search_space": request.space.model_dump_json(),
+                "search_space": request.space.model_dump_json(exclude=SearchSpace.unused_by(task_type)),
             }
         )
         mlflow.set_tags(
@@ -166,6 +198,7 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
                 "python": platform.python_version(),
                 "optuna.study": study_name,
                 "optuna.storage": storage_without_password(request.storage),
+                "task_type": task_type,
                 **(request.lineage or {}),
             }
         )
@@ -183,7 +216,12 @@ def train_and_track(rows: list[LabeledRow], request: TrainRequest) -> TrainOutco
             device=request.device,
             heartbeat=request.heartbeat,
             mirror=_mirror(request, study_name),
+            task_type=task_type,
         )
+        if task_type == "detection":
+            from loopline.training.detection.track import evaluate_and_log_detector
+
+            return evaluate_and_log_detector(study, rows, mapping, loaders, parent.info.run_id)
         outcome = _evaluate_and_log(study, rows, mapping, loaders, request, parent.info.run_id)
     return outcome
 

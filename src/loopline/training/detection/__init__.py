@@ -1,0 +1,1 @@
+"""Object detection training: torchvision detectors, box datasets with box-aware augmentation, the task."""
