@@ -276,7 +276,12 @@ def demo_annotate(
     """DEMO ANNOTATOR: answer loopline's Label Studio tasks from the demo ground truth (not for real data)."""
     import time
 
-    from loopline.labeling.demo_annotator import annotate_project, load_ground_truth
+    from loopline.labeling.demo_annotator import (
+        BoxErrors,
+        annotate_tasks,
+        load_ground_truth,
+        preannotation_savings,
+    )
     from loopline.labeling.studio import KEY_MARKER, LabelStudio
     from loopline.services.credentials import label_studio_credentials
 
@@ -293,9 +298,18 @@ def demo_annotate(
                         continue
                     config = _demo_config(project["label_config"])
                     wanted = max(annotators, int(project.get("maximum_annotations") or 1))
-                    made = annotate_project(studio, project["id"], config, truth, wanted, error_rate)
-                    if made:
-                        typer.echo(f"demo annotator: {made} annotations in project {project['id']}")
+                    errors = BoxErrors(error_rate=error_rate)
+                    run = annotate_tasks(studio, project["id"], config, truth, wanted, errors)
+                    if run.created:
+                        typer.echo(f"demo annotator: {run.created} annotations in project {project['id']}")
+                    if run.edits:
+                        saved = preannotation_savings(run.edits)
+                        typer.echo(
+                            f"demo annotator: pre-annotations on {saved.images} images: kept "
+                            f"{saved.kept} of {saved.predicted} boxes unchanged; "
+                            f"{saved.actions_per_image:.2f} actions per image against "
+                            f"{saved.scratch_per_image:.2f} from scratch"
+                        )
             except (LooplineError, ValueError) as exc:
                 typer.echo(f"demo annotator: {exc}", err=True)
             time.sleep(interval)
