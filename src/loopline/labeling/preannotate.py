@@ -4,6 +4,9 @@ scoring of stored images through a caller's image reader).
 
 Diversity is measured on 8x8 grey thumbnails of the images (what benchmarks/active_learning.py measured:
 margin x k-center with pixel embeddings needed 0.43x the labels of random selection on the digits).
+
+A detector (the ONNX contract of ``loopline.detections``) scores each image at its own decoded size, one
+image at a time; its boxes are in that image's pixels, ready for ``detection_prediction``.
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from loopline.labeling.active import select_batch
+from loopline.detections import Detection
+from loopline.labeling.active import DetectionUncertainty, select_batch, select_detection_batch
+from loopline.labeling.configs import LabelConfig
+from loopline.labeling.predictions import detection_prediction, validate_predictions
 from loopline.registry.evaluation import onnx_logits, softmax
 
 ReadImage = Callable[[str], Image.Image]  # stored URI -> upright RGB image (``ImageReader.open``)
@@ -92,3 +99,96 @@ def choose_for_labeling(
         seed=seed,
     )
     return list(selection.indices)
+
+
+@dataclass(frozen=True)
+class Detected:
+    """A detector's boxes on stored images, with what pre-annotation and selection need alongside."""
+
+    detections: tuple[tuple[Detection, ...], ...]  # per image, highest score first, in image pixels
+    sizes: tuple[tuple[int, int], ...]  # per image (width, height) of the decoded image
+    embeddings: np.ndarray  # (n, 64) thumbnails, the diversity embedding
+
+
+def detect_stored_images(
+    onnx_path: Path,
+    class_labels: Sequence[str],
+    uris: Sequence[str],
+    read_image: ReadImage,
+    batch_size: int = 256,
+    min_score: float = 0.0,
+) -> Detected:
+    """The detector's boxes (scoring at least ``min_score``) on each stored image, its decoded size and
+    its thumbnail embedding; ``batch_size`` images read (and in memory) at a time, run one by one at
+    their own size. ``class_labels`` are the detector's classes in output order (class_mapping.json).
+
+    Raises:
+        ModelLoadError: the model does not follow the detector contract (``loopline.detections``).
+    """
+    import onnxruntime as ort
+
+    from loopline.serving.detector import detector_input, load_detector
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    labels = tuple(class_labels)
+    detector = load_detector(onnx_path, session, onnx_path.stem, "pre-annotation", labels)
+    detections: list[tuple[Detection, ...]] = []
+    sizes: list[tuple[int, int]] = []
+    embeddings = []
+    for start in range(0, len(uris), batch_size):
+        images = read_images(uris[start : start + batch_size], read_image)
+        for image in images:
+            found = detector.detect(detector_input(image)).detections(labels, min_score)
+            detections.append(tuple(found))
+            sizes.append(image.size)
+        embeddings.append(thumbnail_embeddings(images))
+    return Detected(
+        tuple(detections),
+        tuple(sizes),
+        np.concatenate(embeddings) if embeddings else np.zeros((0, 64), dtype=np.float32),
+    )
+
+
+def choose_images_by_boxes(
+    candidates: Detected,
+    labeled_embeddings: np.ndarray,
+    budget: int,
+    seed: int,
+    keys: Sequence[str] | None = None,
+    uncertainty: DetectionUncertainty = "least_confident",
+) -> list[int]:
+    """Indices of ``min(budget, candidates)`` distinct candidates to label: box uncertainty x k-center
+    diversity from the labeled set; the same picks whatever the candidates' order (``keys``, e.g.
+    content hashes, break ties)."""
+    selection = select_detection_batch(
+        candidates.detections,
+        candidates.embeddings,
+        budget,
+        uncertainty,
+        "kcenter",
+        labeled_embeddings if len(labeled_embeddings) else None,
+        keys,
+        seed,
+    )
+    return list(selection.indices)
+
+
+def box_preannotations(
+    config: LabelConfig,
+    candidates: Detected,
+    picks: Sequence[int],
+    keys: Sequence[str],
+    model_version: str,
+    min_score: float,
+) -> dict[str, dict[str, Any]]:
+    """Label Studio predictions of the picked candidates (task key -> prediction), validated against
+    ``config`` and each image's size; a picked image with no box at or above ``min_score`` gets none."""
+    predictions = {}
+    for i in picks:
+        prediction = detection_prediction(
+            config, candidates.detections[i], candidates.sizes[i], model_version, min_score
+        )
+        if prediction is not None:
+            predictions[keys[i]] = prediction.as_dict()
+    validate_predictions(config, list(predictions.items()), {keys[i]: candidates.sizes[i] for i in picks})
+    return predictions
