@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from loopline.data.labeled import PixelBox
+
 Variant = Literal["champion", "challenger"]
 VARIANTS: tuple[Variant, ...] = ("champion", "challenger")
 ExperimentStatus = Literal["running", "awaiting_approval", "promoted", "rolled_back", "halted", "stopped"]
@@ -33,6 +35,7 @@ class RoutedRequest:
     confidence: float | None = None
     fallback: bool = False  # the challenger failed or timed out and the champion answered
     at: datetime = field(default_factory=utc_now)
+    predicted_boxes: tuple[PixelBox, ...] | None = None  # a detector's answer (original image's pixels)
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,14 @@ class ServedSample:
 
 @dataclass(frozen=True)
 class Feedback:
-    """The outcome of a request, known later: its true label, or only whether the answer was correct."""
+    """The outcome of a request, known later: its true label, its true boxes (a detector's request), or
+    only whether the answer was correct."""
 
     request_id: str
     true_label: str | None = None
     correct: bool | None = None
     at: datetime = field(default_factory=utc_now)
+    true_boxes: tuple[PixelBox, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """``POST /v1/feedback``: outcomes known later, for requests the router answered. The body is one
-object or a list of them, each ``{"request_id": ..., "true_label": ...}`` or
-``{"request_id": ..., "correct": true|false}``, checked whole before anything is stored: 422 naming every
-problem, 404 naming unknown request ids, else 202 and every row to the event sink."""
+object or a list of them, each ``{"request_id": ..., "true_label": ...}``,
+``{"request_id": ..., "correct": true|false}`` or, for a detector's request, ``{"request_id": ...,
+"true_boxes": [{"label", "x", "y", "width", "height"}, ...]}`` (pixels of the original image), checked
+whole before anything is stored: 422 naming every problem, 404 naming unknown request ids, else 202 and
+every row to the event sink."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from starlette.types import Receive, Send
 
 from loopline.rollout.asgi import json_bytes, read_body, respond, respond_error
+from loopline.rollout.box_feedback import parse_boxes
 from loopline.rollout.events import EventSink, Feedback
 from loopline.rollout.router_metrics import RouterMetrics
 
@@ -26,8 +29,10 @@ MAX_ITEMS = 1000
 MAX_ID_CHARS = 128
 EXAMPLE = (
     'Send {"request_id": "<X-Request-Id of the answer>", "true_label": "cat"} or '
-    '{"request_id": "...", "correct": true}, or a list of those.'
+    '{"request_id": "...", "correct": true}, or for a detector {"request_id": "...", "true_boxes": '
+    '[{"label": "cat", "x": 10, "y": 20, "width": 30, "height": 40}]}, or a list of those.'
 )
+OUTCOMES = ("true_label", "correct", "true_boxes")
 
 
 class FeedbackInvalid(ValueError):
@@ -71,9 +76,9 @@ def _item(item: Any, where: str, problems: list[str]) -> Feedback | None:
         problems.append(f"{where} is {type(item).__name__}, not an object")
         return None
     found = len(problems)
-    unknown = sorted(set(item) - {"request_id", "true_label", "correct"})
+    unknown = sorted(set(item) - {"request_id", *OUTCOMES})
     if unknown:
-        problems.append(f"{where} has unknown keys {unknown} (valid: request_id, true_label, correct)")
+        problems.append(f"{where} has unknown keys {unknown} (valid: request_id, {', '.join(OUTCOMES)})")
     request_id = item.get("request_id")
     if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > MAX_ID_CHARS:
         problems.append(
@@ -81,15 +86,18 @@ def _item(item: Any, where: str, problems: list[str]) -> Feedback | None:
             f"not {request_id!r}"
         )
     true_label, correct = item.get("true_label"), item.get("correct")
-    if ("true_label" in item) == ("correct" in item):
-        problems.append(f"{where} must have exactly one of true_label and correct")
+    true_boxes = parse_boxes(item["true_boxes"], where, problems) if "true_boxes" in item else None
+    if sum(key in item for key in OUTCOMES) != 1:
+        problems.append(
+            f"{where} must have exactly one of true_label and correct (or true_boxes, for a detector)"
+        )
     elif "true_label" in item and (not isinstance(true_label, str) or not true_label.strip()):
         problems.append(f"{where}: true_label must be a non-empty string, not {true_label!r}")
     elif "correct" in item and not isinstance(correct, bool):
         problems.append(f"{where}: correct must be true or false, not {correct!r}")
     if len(problems) > found or not isinstance(request_id, str):
         return None
-    return Feedback(request_id=request_id, true_label=true_label, correct=correct)
+    return Feedback(request_id=request_id, true_label=true_label, correct=correct, true_boxes=true_boxes)
 
 
 async def accept_feedback(

@@ -43,8 +43,10 @@ from typing import Protocol
 
 from starlette.types import Receive, Scope, Send
 
+from loopline.data.labeled import PixelBox
 from loopline.rollout.asgi import ClientGone, json_bytes, read_body, respond, respond_error
 from loopline.rollout.assign import assign, user_hash
+from loopline.rollout.box_feedback import answered_boxes
 from loopline.rollout.events import EventSink, ExperimentState, RoutedRequest, Variant
 from loopline.rollout.feedback import KnownRequest, accept_feedback
 from loopline.rollout.router_metrics import RouterMetrics
@@ -281,11 +283,8 @@ class Router:
         path: str,
     ) -> None:
         response = answer.response
-        label, confidence = (
-            _top_prediction(response.body)
-            if path == "/v1/predict" and response.status == 200
-            else (None, None)
-        )
+        answered = path == "/v1/predict" and response.status == 200
+        label, confidence, boxes = _top_prediction(response.body) if answered else (None, None, None)
         served = next((v for n, v in response.headers if n == b"x-model-version"), None)
         if served is not None:
             version = served.decode("latin-1").rpartition("/")[2]
@@ -301,6 +300,7 @@ class Router:
             status=response.status,
             predicted_label=label,
             confidence=confidence,
+            predicted_boxes=boxes,
             fallback=answer.fallback is not None,
         )
         try:
@@ -396,14 +396,19 @@ def _pinned_version(path: str) -> str | None:
     return ""
 
 
-def _top_prediction(body: bytes) -> tuple[str | None, float | None]:
-    """The first image's top label and its probability in a /v1/predict answer (None, None if absent)."""
+def _top_prediction(body: bytes) -> tuple[str | None, float | None, tuple[PixelBox, ...] | None]:
+    """The first image's top label and its probability in a /v1/predict answer, or a detector answer's
+    boxes (None where absent)."""
     try:
-        first = json.loads(body)["predictions"][0]
+        answer = json.loads(body)
+        boxes = answered_boxes(answer)
+        if boxes is not None:
+            return None, None, boxes
+        first = answer["predictions"][0]
         top = first["top_k"][0]
-        return str(first["label"]), float(top["probability"])
+        return str(first["label"]), float(top["probability"]), None
     except (ValueError, KeyError, IndexError, TypeError):
-        return None, None
+        return None, None, None
 
 
 def _failure_response(exc: UpstreamError) -> UpstreamResponse:

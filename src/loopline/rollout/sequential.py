@@ -82,7 +82,7 @@ class Interval:
 
 
 def proportion_difference(
-    hits_a: int, n_a: int, hits_b: int, n_b: int, alpha: float, t_opt: float
+    hits_a: float, n_a: int, hits_b: float, n_b: int, alpha: float, t_opt: float
 ) -> Interval:
     """The always-valid interval for the difference of two proportions, b - a."""
     if n_a == 0 or n_b == 0:
@@ -92,7 +92,7 @@ def proportion_difference(
     return Interval(estimate, estimate - radius, estimate + radius)
 
 
-def difference_p_value(hits_a: int, n_a: int, hits_b: int, n_b: int, alpha: float, t_opt: float) -> float:
+def difference_p_value(hits_a: float, n_a: int, hits_b: float, n_b: int, alpha: float, t_opt: float) -> float:
     """Always-valid p-value of "no difference" (1 / the mixture martingale; Johari et al. 2022): below
     alpha exactly when the interval of ``proportion_difference`` excludes 0. Callers that keep state
     may take its running minimum."""

@@ -3,7 +3,9 @@
 Every comparison here may be checked after every request without inflating its error rate: each one is
 a confidence sequence — an interval that covers the truth at all times at once with probability 1 - alpha.
 
-- **Accuracy** (the primary metric, from feedback) and the **error rate** (guardrail): the difference
+- **Accuracy** (the primary metric, from feedback; a detector request's is the F1 of its boxes against
+  the true ones, ``box_feedback.py``, in [0, 1]: the proportion bounds then over-cover, as the variance of
+  a [0, 1] value of mean p is at most p(1 - p)) and the **error rate** (guardrail): the difference
   challenger - champion of two proportions; **p99 latency** (guardrail): each arm's quantile — all three
   with the confidence sequences of ``loopline.rollout.sequential`` (methods and references there).
 - **Sample ratio mismatch**: chi-square goodness of fit of the per-arm counts against the expected share
@@ -47,7 +49,7 @@ class ArmSummary:
     errors: int = 0  # status >= 500 or fallback
     latencies_ms: NDArray[np.float64] = field(default_factory=lambda: _EMPTY)  # all, or a uniform sample
     feedback: int = 0
-    correct: int = 0
+    correct: float = 0  # a detector's requests add their box F1
     users: int | None = None  # distinct users assigned, for the sample-ratio check (requests when None)
 
     def __post_init__(self) -> None:
@@ -77,12 +79,12 @@ class ArmCounts(Protocol):
     @property
     def feedback(self) -> int: ...
     @property
-    def correct(self) -> int: ...
+    def correct(self) -> float: ...
     @property
     def users(self) -> int | None: ...
 
 
-def _rate(hits: int, n: int) -> float:
+def _rate(hits: float, n: int) -> float:
     return hits / n if n else math.nan
 
 
@@ -93,7 +95,9 @@ def is_error(row: RoutedRequest) -> bool:
 
 def summarize(requests: Iterable[RoutedRequest], feedback: Iterable[Feedback]) -> dict[Variant, ArmSummary]:
     """Per-arm summaries from rows (feedback joins its request by id; a true label is compared with the
-    predicted one; feedback for unknown requests is ignored)."""
+    predicted one, true boxes with the predicted ones (F1); feedback for unknown requests is ignored)."""
+    from loopline.rollout.box_feedback import box_f1
+
     by_id = {row.request_id: row for row in requests}
     latencies: dict[Variant, list[float]] = {"champion": [], "challenger": []}
     errors = dict.fromkeys(latencies, 0)
@@ -102,16 +106,22 @@ def summarize(requests: Iterable[RoutedRequest], feedback: Iterable[Feedback]) -
         latencies[row.variant].append(row.latency_ms)
         errors[row.variant] += is_error(row)
         users[row.variant].add(row.user_hash)
-    labelled, correct = dict.fromkeys(latencies, 0), dict.fromkeys(latencies, 0)
+    labelled, correct = dict.fromkeys(latencies, 0), dict.fromkeys(latencies, 0.0)
     for outcome in feedback:
         request = by_id.get(outcome.request_id)
-        if request is None or (outcome.correct is None and outcome.true_label is None):
+        if request is None:
             continue
-        right = (
-            outcome.correct if outcome.correct is not None else outcome.true_label == request.predicted_label
-        )
+        if outcome.true_boxes is not None:
+            if request.predicted_boxes is None:
+                continue
+            right = box_f1(request.predicted_boxes, outcome.true_boxes)
+        elif outcome.correct is not None or outcome.true_label is not None:
+            label_right = outcome.true_label == request.predicted_label
+            right = float(outcome.correct if outcome.correct is not None else label_right)
+        else:
+            continue
         labelled[request.variant] += 1
-        correct[request.variant] += bool(right)
+        correct[request.variant] += right
     return {
         arm: ArmSummary(
             requests=len(latencies[arm]),
@@ -353,8 +363,8 @@ def _accuracy_sentence(
         "waiting": f"waiting for {config.min_feedback_per_arm} feedback rows per arm",
     }[acc.comparison]
     return (
-        f"accuracy: challenger {acc.challenger:.1%} ({challenger.correct}/{challenger.feedback}) "
-        f"vs champion {acc.champion:.1%} ({champion.correct}/{champion.feedback}); "
+        f"accuracy: challenger {acc.challenger:.1%} ({challenger.correct:g}/{challenger.feedback}) "
+        f"vs champion {acc.champion:.1%} ({champion.correct:g}/{champion.feedback}); "
         f"difference {acc.difference.lower:+.1%} to {acc.difference.upper:+.1%} "
         f"(always valid at {1 - config.alpha:.0%}): {said}"
     )

@@ -1,15 +1,18 @@
 """The A/B stage's event store: routed requests, feedback, the experiment's state and its decisions, in
 SQLite (a file, the embedded default) or PostgreSQL (production), through SQLAlchemy 2.
 
-Tables (``store_tables.py``; created idempotently by ``EventStore``, no migrations yet):
+Tables (``store_tables.py``; created idempotently by ``EventStore``, no migrations yet: columns added later
+are nullable and added to an older store with ``ADD COLUMN``):
 
 - ``requests``: one row per ``RoutedRequest``, ``request_id`` the primary key, indexed on
   (experiment, variant, at) for the per-arm summaries. Inserts skip ids already stored, so a batch
   retried after an ambiguous failure never duplicates a row.
-- ``feedback``: one row per request id, **the first feedback wins** (later ones for the same id are
-  ignored): a client retrying a post cannot change an outcome already counted, and replaying a batch is
-  harmless. No foreign key to ``requests``: the feedback route checks the id (``feedback_is_known``)
-  and the summaries join, so an orphan row (its request dropped under load) is never counted.
+  A detector's answer keeps its boxes (``predicted_boxes``, JSON).
+- ``feedback``: one row per request id (a true label, a flag, or a detector's true boxes), **the first
+  feedback wins** (later ones for the same id are ignored): a client retrying a post cannot change an
+  outcome already counted, and replaying a batch is harmless. No foreign key to ``requests``: the
+  feedback route checks the id (``feedback_is_known``) and the summaries join, so an orphan row (its
+  request dropped under load) is never counted.
 - ``experiments``: one row per experiment name, updated in place under optimistic concurrency: every
   save names the version it read, and a save over a newer version raises ``ExperimentConflict``.
 - ``decisions``: every evaluation, its reasons and numbers as JSON (non-finite numbers kept as strings).
@@ -31,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from loopline.errors import LooplineError
+from loopline.rollout.box_feedback import box_f1, boxes_from_json, boxes_to_json
 from loopline.rollout.events import (
     VARIANTS,
     Decision,
@@ -41,6 +45,7 @@ from loopline.rollout.events import (
     Variant,
 )
 from loopline.rollout.store_tables import (
+    add_missing_columns,
     decisions_table,
     decode_numbers,
     encode_numbers,
@@ -93,8 +98,8 @@ class ArmTotals:
     requests: int
     errors: int  # status >= 500, or the champion answered after the challenger failed (fallback)
     latencies_ms: NDArray[np.float64]  # every request's latency, float64, in no particular order
-    feedback: int  # requests of this arm with a usable outcome (a flag or a true label)
-    correct: int  # the flag when given, else true label == predicted label
+    feedback: int  # requests of this arm with a usable outcome (a flag, a true label or true boxes)
+    correct: float  # the flag when given, else true label == predicted label; a detector's: box F1
     users: int  # distinct user hashes (the sample-ratio check)
 
 
@@ -125,6 +130,7 @@ class EventStore:
             else:  # pysqlite opens no transaction for DDL: take the write lock first
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             metadata.create_all(connection)
+            add_missing_columns(connection)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -194,7 +200,7 @@ class EventStore:
             sa.func.sum(sa.case((error, 1), else_=0)),
             sa.func.count(sa.distinct(r.user_hash)),
         ).where(*where)
-        usable = sa.or_(f.correct.is_not(None), f.true_label.is_not(None))
+        usable = sa.and_(f.true_boxes.is_(None), sa.or_(f.correct.is_not(None), f.true_label.is_not(None)))
         right = sa.or_(f.correct.is_(True), sa.and_(f.correct.is_(None), f.true_label == r.predicted_label))
         outcomes = (
             sa.select(r.variant, sa.func.count(), sa.func.sum(sa.case((right, 1), else_=0)))
@@ -203,7 +209,16 @@ class EventStore:
         )
         with self._connection(snapshot=True) as connection:
             by_arm = {v: (n, int(e), u) for v, n, e, u in connection.execute(counts.group_by(r.variant))}
-            judged = {v: (n, int(c)) for v, n, c in connection.execute(outcomes.group_by(r.variant))}
+            judged = {v: (n, float(c)) for v, n, c in connection.execute(outcomes.group_by(r.variant))}
+            boxes = sa.select(r.variant, r.predicted_boxes, f.true_boxes).select_from(
+                requests_table.join(feedback_table, f.request_id == r.request_id)
+            )
+            for variant, predicted, truth in connection.execute(
+                boxes.where(*where, f.true_boxes.is_not(None), r.predicted_boxes.is_not(None))
+            ):  # a detector's requests: the F1 of its boxes counts as its correctness
+                n, c = judged.get(variant, (0, 0.0))
+                f1 = box_f1(boxes_from_json(predicted) or (), boxes_from_json(truth) or ())
+                judged[variant] = (n + 1, c + f1)
             latency = {
                 v: np.fromiter(
                     connection.scalars(sa.select(r.latency_ms).where(*where, r.variant == v)), float
@@ -213,7 +228,7 @@ class EventStore:
         summaries = {}
         for variant in VARIANTS:
             requests, errors, users = by_arm.get(variant, (0, 0, 0))
-            feedback, correct = judged.get(variant, (0, 0))
+            feedback, correct = judged.get(variant, (0, 0.0))
             summaries[variant] = ArmTotals(
                 variant=variant,
                 requests=requests,
@@ -317,7 +332,10 @@ class EventStore:
         query = sa.select(requests_table).where(requests_table.c.request_id == request_id)
         with self._connection() as connection:
             row = connection.execute(query).first()
-        return None if row is None else RoutedRequest(**row._asdict())
+        if row is None:
+            return None
+        values = row._asdict()
+        return RoutedRequest(**{**values, "predicted_boxes": boxes_from_json(values["predicted_boxes"])})
 
     # --- served samples --------------------------------------------------------------------------------
 
@@ -379,13 +397,20 @@ def _request_values(row: RoutedRequest) -> dict[str, Any]:
         "status": row.status,
         "predicted_label": row.predicted_label,
         "confidence": row.confidence,
+        "predicted_boxes": boxes_to_json(row.predicted_boxes),
         "fallback": row.fallback,
         "at": row.at,
     }
 
 
 def _feedback_values(row: Feedback) -> dict[str, Any]:
-    return {"request_id": row.request_id, "true_label": row.true_label, "correct": row.correct, "at": row.at}
+    return {
+        "request_id": row.request_id,
+        "true_label": row.true_label,
+        "correct": row.correct,
+        "true_boxes": boxes_to_json(row.true_boxes),
+        "at": row.at,
+    }
 
 
 def _conflict_message(name: str, expected: int | None, current: int | None) -> str:

@@ -53,6 +53,7 @@ requests_table = sa.Table(
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("predicted_label", sa.String),
     sa.Column("confidence", sa.Float),
+    sa.Column("predicted_boxes", sa.JSON(none_as_null=True)),
     sa.Column("fallback", sa.Boolean, nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index("ix_requests_experiment_variant_at", "experiment", "variant", "at"),
@@ -64,6 +65,7 @@ feedback_table = sa.Table(
     sa.Column("request_id", sa.String, primary_key=True),
     sa.Column("true_label", sa.String),
     sa.Column("correct", sa.Boolean),
+    sa.Column("true_boxes", sa.JSON(none_as_null=True)),
     sa.Column("at", UTCDateTime, nullable=False),
 )
 
@@ -107,3 +109,17 @@ decisions_table = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index("ix_decisions_experiment_at", "experiment", "at"),
 )
+
+
+ADDED_COLUMNS = (("requests", "predicted_boxes"), ("feedback", "true_boxes"))  # nullable, added later
+
+
+def add_missing_columns(connection: sa.Connection) -> None:
+    """Add the nullable columns a store made before them lacks (``ADD COLUMN``, both backends)."""
+    inspector = sa.inspect(connection)
+    for table_name, column_name in ADDED_COLUMNS:
+        if column_name in {c["name"] for c in inspector.get_columns(table_name)}:
+            continue
+        column = metadata.tables[table_name].c[column_name]
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {kind}"))
