@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
-echo "== mypy"; .venv/bin/mypy
+# mypy's cache lives outside the clone (like the venvs): a fresh clone re-checks only what changed (about
+# 10 s instead of 1-3 min); the cache checks each file's hash, so a stale entry is never used.
+echo "== mypy"; .venv/bin/mypy --cache-dir "${LOOPLINE_MYPY_CACHE:-$HOME/.cache/loopline/mypy}"
 pytest=(.venv/bin/pytest -p no:cacheprovider -o console_output_style=classic -rfEs --durations=25)
 if (($#)); then
   echo "== pytest"; exec "${pytest[@]}" "$@"
