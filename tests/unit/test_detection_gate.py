@@ -83,6 +83,32 @@ def test_the_bootstrap_depends_on_the_seed_not_on_the_order_of_the_images() -> N
     assert paired_bootstrap_map(truth, perfect, some, LABELS, resamples=25, seed=8) != first
 
 
+def test_each_resample_scores_what_pycocotools_scores_on_it() -> None:
+    import numpy as np
+
+    truth = _truth(12)
+    truth["neg"] = ()  # a valid negative
+    keys = sorted(truth)
+    challenger = {
+        k: (*_found(truth, truth)[k], Detection("b", 0.3, 1, 1, 9, 9)) if i % 3 else ()
+        for i, k in enumerate(keys)
+    }
+    champion = _found(truth, keys[::2])
+    result = paired_bootstrap_map(truth, challenger, champion, LABELS, resamples=15, seed=3)
+    rng = np.random.default_rng(3)  # the same resamples, each scored by coco_map itself
+    deltas = []
+    for _ in range(15):
+        index = rng.integers(0, len(keys), len(keys))
+        picked = [truth[keys[i]] for i in index]
+        deltas.append(
+            coco_map(picked, [challenger[keys[i]] for i in index], LABELS).map
+            - coco_map(picked, [champion[keys[i]] for i in index], LABELS).map
+        )
+    low, high = np.quantile(deltas, [0.025, 0.975])
+    assert (result.interval.low, result.interval.high) == pytest.approx((low, high), abs=1e-12)
+    assert result.better_share == pytest.approx(np.mean(np.array(deltas) > 0))
+
+
 def test_the_bootstrap_refuses_different_images() -> None:
     truth = _truth(4)
     with pytest.raises(ValueError, match="different images"):
