@@ -41,43 +41,20 @@ TOKEN = "ls-token-123"
 
 
 def export_detector(folder: Path) -> Path:
-    """An untrained fasterrcnn_mobilenet_v3_large_320_fpn (inputs resized to 64 inside) under the detector
-    contract, as ``fetch_version`` leaves a version."""
+    """An untrained fasterrcnn_mobilenet_v3_large_320_fpn (inputs resized to 64 inside) exported by the
+    training stage's detector export, as ``fetch_version`` leaves a version."""
     import torch
     import torchvision
+
+    from loopline.training.detection.onnx import export_detector_onnx
 
     torch.manual_seed(0)
     model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, num_classes=len(LABELS) + 1, min_size=64, max_size=64
-    ).eval()
-
-    class Contract(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            found = self.model([images[0]])[0]
-            return found["boxes"], found["labels"], found["scores"]
-
-    (folder / "model").mkdir(parents=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    )
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on torchvision's detection code
-        torch.onnx.export(
-            Contract(),
-            (torch.rand(1, 3, 80, 120),),
-            str(folder / "model" / "model.onnx"),
-            dynamo=False,
-            opset_version=17,
-            input_names=["images"],
-            output_names=["boxes", "labels", "scores"],
-            dynamic_axes={
-                "images": {2: "h", 3: "w"},
-                "boxes": {0: "n"},
-                "labels": {0: "n"},
-                "scores": {0: "n"},
-            },
-        )
+        export_detector_onnx(model, folder / "model" / "model.onnx")
     (folder / "class_mapping.json").write_text(json.dumps({"task_type": "detection", "labels": LABELS}))
     return folder
 
