@@ -5,7 +5,8 @@ Input: a ``DatasetRef`` (from collect) and ``LabelParameters``. Output: a ``Labe
 Steps: get-or-create the project (keyed by dataset version, task type and label set) → import this
 round's images (idempotent by content hash) → wait for the annotations (progress artifact) → snapshot
 export → tied images get one more annotator each, up to ``max_annotators_per_task`` (re-export) →
-agreement report (Krippendorff's alpha; unresolved ties listed with links; artifact) → typed review
+agreement report (Krippendorff's alpha; for boxes, the annotators' IoU-matched F1 and consensus boxes;
+unresolved ties listed with links; artifact) → typed review
 (``loopline approve RUN_ID [--reject]``; a suspension under a deployment, a pause in-process) →
 agreement gate (a ``GateVerdict``) → labeled manifest (what was and was not written: artifact).
 A rejected batch goes back to Label Studio with one more annotator per image.
@@ -18,11 +19,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from loopline.errors import QualityGateFailed
-from loopline.labeling.agreement import AGREEMENT_FIX, agreement_gate
+from loopline.labeling.agreement import AGREEMENT_FIX, AgreementReport, agreement_gate
+from loopline.labeling.box_consensus import BoxLabels, box_agreement_gate
+from loopline.labeling.detection import DetectionAgreement
 from loopline.labeling.export import ExportSummary
-from loopline.labeling.report import render_agreement_report
+from loopline.labeling.report import render_agreement_report, render_box_agreement_report
 from loopline.labeling.studio import Project
 from loopline.labeling.ties import more_annotators
+from loopline.verdict import GateVerdict
 from tasks.collect import DatasetRef
 from tasks.label import (
     ChampionRef,
@@ -42,8 +46,8 @@ from tasks.review import ask_for_review, record_review
 
 
 def break_ties(
-    project: Project, export_id: int, summary: ExportSummary, params: LabelParameters
-) -> tuple[int, ExportSummary, int]:
+    project: Project, export_id: int, summary: ExportSummary | BoxLabels, params: LabelParameters
+) -> tuple[int, ExportSummary | BoxLabels, int]:
     """One more annotator per tied task, export again, until no tie may grow (the cap, or an ask nobody
     answered). Returns the latest export, its summary, and how many extra annotations were asked for."""
     asked: dict[int, int] = {}
@@ -54,6 +58,23 @@ def break_ties(
         extra += len(overlaps)
         export_id, summary = export_labels(project, progress, params)
     return export_id, summary, extra
+
+
+def judge_agreement(
+    project_url: str,
+    summary: ExportSummary | BoxLabels,
+    report: AgreementReport | DetectionAgreement,
+    params: LabelParameters,
+    tie_breaks: int,
+) -> tuple[GateVerdict, str]:
+    """The agreement gate's verdict and the review's markdown (labels: alpha; boxes: IoU-matched F1)."""
+    if isinstance(summary, BoxLabels):
+        assert isinstance(report, DetectionAgreement)
+        verdict = box_agreement_gate(report, params.min_box_f1)
+        return verdict, render_box_agreement_report(project_url, summary, report, verdict, tie_breaks)
+    assert isinstance(report, AgreementReport)
+    verdict = agreement_gate(report, params.min_agreement, params.min_label_agreement)
+    return verdict, render_agreement_report(project_url, summary, report, verdict, tie_breaks)
 
 
 def label_stage(
@@ -75,9 +96,8 @@ def label_stage(
         export_id, summary = export_labels(project, progress, params)
         export_id, summary, tie_breaks = break_ties(project, export_id, summary, params)
         report = agreement_of(summary, params)
-        verdict = agreement_gate(report, params.min_agreement, params.min_label_agreement)
-        markdown = render_agreement_report(project_url, summary, report, verdict, tie_breaks)
-        publish_agreement(markdown, summary, report)
+        verdict, markdown = judge_agreement(project_url, summary, report, params, tie_breaks)
+        publish_agreement(markdown, summary)
         review = ask_for_review(
             f"label-review-{project.id}-{round_number}",
             markdown,

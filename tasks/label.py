@@ -28,9 +28,11 @@ from loopline.data.splits import SplitFractions, check_split_fractions
 from loopline.data.store import open_store
 from loopline.errors import LabelStudioUnavailable
 from loopline.labeling.agreement import AgreementReport, agreement_parameter_problems, agreement_report
+from loopline.labeling.box_consensus import BoxLabels, box_labels
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
+from loopline.labeling.detection import DetectionAgreement, detection_agreement_report, parse_detection_export
 from loopline.labeling.export import ExportSummary, parse_classification_export
-from loopline.labeling.labeled import build_labeled_rows
+from loopline.labeling.labeled import build_detection_rows, build_labeled_rows
 from loopline.labeling.report import render_labeled_manifest
 from loopline.labeling.rounds import ChampionModel, RoundSelection, render_selection_report, select_round
 from loopline.labeling.studio import LabelStudio, Project, ProjectProgress
@@ -43,8 +45,9 @@ from tasks.retry import IO_RETRIES
 class LabelParameters(BaseModel):
     """How to label a dataset version (rendered as a form in the Prefect UI)."""
 
-    task_type: Literal["classification"] = Field(
-        default="classification", description="Only classification is exported to training so far."
+    task_type: Literal["classification", "detection"] = Field(
+        default="classification",
+        description="classification: one label per image (Choices); detection: boxes (RectangleLabels).",
     )
     labels: list[str] = Field(
         ..., description='The label set, e.g. ["cat", "dog"] (no default: it is your data\'s).'
@@ -67,6 +70,23 @@ class LabelParameters(BaseModel):
     )
     min_label_agreement: float | None = Field(
         default=None, ge=-1, le=1, description="Optional gate on every label's alpha (label vs the rest)."
+    )
+    min_box_f1: float | None = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Detection: agreement gate on the annotators' boxes, the mean IoU-matched F1 over every "
+        "pair of annotations of an image (1 = the same boxes). None turns the gate off.",
+    )
+    box_iou: float = Field(
+        default=0.5, gt=0, lt=1, description="Detection: IoU at which two boxes of one label are the same."
+    )
+    preannotation_min_score: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Detection, later rounds: the champion's boxes scored at least this go to Label Studio "
+        "as pre-annotations.",
     )
     wait_timeout_minutes: float = Field(
         default=24 * 60, gt=0, description="Stop waiting for labels after this."
@@ -118,6 +138,8 @@ class LabeledDatasetRef(BaseModel):
     images: int
     kappa: float | None  # Fleiss' kappa (None when images have different numbers of annotations)
     alpha: float | None = None  # Krippendorff's alpha (nominal): what the agreement gate judged
+    task_type: Literal["classification", "detection"] = "classification"
+    box_f1: float | None = None  # detection: the annotators' IoU-matched F1 (what the gate judged)
 
 
 class ChampionRef(BaseModel):
@@ -262,7 +284,14 @@ def select_with_champion(
         onnx_path, mapping, _ = download_model_files(champion.run_id, Path(tmp))
         model = ChampionModel.from_mapping(onnx_path, mapping, version)
         selection = select_round(
-            candidates, prior, ImageReader(settings).open, model, budget, params.seed, config
+            candidates,
+            prior,
+            ImageReader(settings).open,
+            model,
+            budget,
+            params.seed,
+            config,
+            params.preannotation_min_score,
         )
     if selection.nothing_because:
         get_run_logger().info(
@@ -352,17 +381,20 @@ def ask_for_tie_breaks(
 )
 def export_labels(
     project: Project, progress: ProjectProgress, params: LabelParameters
-) -> tuple[int, ExportSummary]:
-    """A snapshot export (one per annotation state: reruns reuse it), parsed into consensus labels."""
+) -> tuple[int, ExportSummary | BoxLabels]:
+    """A snapshot export (one per annotation state: reruns reuse it), parsed into consensus labels (for
+    detection: consensus boxes)."""
     config: LabelConfig = parse_label_config(project.label_config, params.task_type, params.labels)
     with studio_from_block() as studio:
         title = f"loopline {progress.annotations}a {progress.skipped}s {progress.finished}f"
         export_id, tasks = studio.snapshot_export(project.id, title)
+    if params.task_type == "detection":
+        return export_id, box_labels(parse_detection_export(tasks, config), params.box_iou)
     return export_id, parse_classification_export(tasks, config)
 
 
 @task(name="publish-agreement-report")
-def publish_agreement(markdown: str, summary: ExportSummary, report: AgreementReport) -> None:
+def publish_agreement(markdown: str, summary: ExportSummary | BoxLabels) -> None:
     create_markdown_artifact(markdown=markdown, key="label-agreement", description="Agreement of the labels")
     create_table_artifact(
         table=[{"count": k, "value": v} for k, v in sorted(summary.counts.items())], key="label-counts"
@@ -374,8 +406,8 @@ def write_labeled(
     dataset: DatasetRef,
     project: Project,
     export_id: int,
-    summary: ExportSummary,
-    report: AgreementReport,
+    summary: ExportSummary | BoxLabels,
+    report: AgreementReport | DetectionAgreement,
     params: LabelParameters,
     champion: ChampionRef | None = None,
 ) -> LabeledDatasetRef:
@@ -383,15 +415,16 @@ def write_labeled(
     carried forward unchanged (their splits too: an image once in test stays in test)."""
     settings = get_settings()
     store = open_store(dataset.data_root, settings)
-    new_rows = build_labeled_rows(
-        read_manifest(store, dataset.version),
-        summary.items,
-        dataset.version,
-        project.id,
-        export_id,
-        SplitFractions(val=params.val_fraction, test=params.test_fraction),
-        params.seed,
-    )
+    fractions = SplitFractions(val=params.val_fraction, test=params.test_fraction)
+    manifest = read_manifest(store, dataset.version)
+    if isinstance(summary, BoxLabels):
+        new_rows = build_detection_rows(
+            manifest, summary.consensus, dataset.version, project.id, export_id, fractions, params.seed
+        )
+    else:
+        new_rows = build_labeled_rows(
+            manifest, summary.items, dataset.version, project.id, export_id, fractions, params.seed
+        )
     prior = []
     if champion is not None and prior_round(champion):
         prior = read_labeled_manifest(store, champion.labeled_version)
@@ -426,10 +459,16 @@ def write_labeled(
         project_id=project.id,
         export_id=export_id,
         images=len(rows),
-        kappa=report.fleiss_kappa,
-        alpha=report.alpha,
+        kappa=report.fleiss_kappa if isinstance(report, AgreementReport) else None,
+        alpha=report.alpha if isinstance(report, AgreementReport) else None,
+        task_type=params.task_type,
+        box_f1=report.f1 if isinstance(report, DetectionAgreement) else None,
     )
 
 
-def agreement_of(summary: ExportSummary, params: LabelParameters) -> AgreementReport:
+def agreement_of(
+    summary: ExportSummary | BoxLabels, params: LabelParameters
+) -> AgreementReport | DetectionAgreement:
+    if isinstance(summary, BoxLabels):
+        return detection_agreement_report(summary.summary, params.box_iou)
     return agreement_report(summary.ratings, params.labels)

@@ -112,7 +112,9 @@ def coco_map(
     if len(truth) != len(predicted):
         raise ValueError(f"{len(truth)} images of true boxes but {len(predicted)} of predictions")
     index = {label: i + 1 for i, label in enumerate(labels)}
-    images, annotations, results = [], [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
+    results: list[dict[str, object]] = []
     for i, (true_boxes, found) in enumerate(zip(truth, predicted, strict=True)):
         width, height = sizes[i] if sizes else (0, 0)
         images.append({"id": i + 1, "width": width, "height": height})

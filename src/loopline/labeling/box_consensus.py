@@ -208,3 +208,32 @@ def box_agreement_gate(
             if value < min_label_f1:
                 violations.append(f"label {label!r}: box F1 {value:.3f} < minimum {min_label_f1}")
     return GateVerdict("agreement", tuple(violations), tuple(notes))
+
+
+@dataclass(frozen=True)
+class BoxLabels:
+    """A detection export as the label stage uses it: the parsed boxes and their consensus (the
+    counterpart of ``ExportSummary`` for classification: ``items``, ``ties``, ``counts``)."""
+
+    summary: DetectionSummary
+    consensus: BoxConsensus
+
+    @property
+    def items(self) -> tuple[ConsensusImage, ...]:
+        return self.consensus.images
+
+    @property
+    def ties(self) -> tuple[TiedTask, ...]:
+        return self.consensus.ties
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {**self.summary.counts, **self.consensus.counts}
+
+    @property
+    def unknown_labels(self) -> dict[str, int]:
+        return self.summary.unknown_labels
+
+
+def box_labels(summary: DetectionSummary, threshold: float = 0.5) -> BoxLabels:
+    return BoxLabels(summary, box_consensus(summary, threshold))
