@@ -79,8 +79,10 @@ class DetectionEvaluation:
         }
 
     def worst(self, count: int = GALLERY, min_score: float = SHOWN_SCORE) -> list[tuple[str, float]]:
-        """The ``count`` images with the lowest per-image F1 (ties by content hash), with their F1."""
-        return sorted(self.image_f1(min_score).items(), key=lambda kv: (kv[1], kv[0]))[:count]
+        """The ``count`` images with the lowest per-image F1 below 1 (ties by content hash), with their F1:
+        the images where the detector misses, invents or misplaces a box."""
+        imperfect = [(key, f1) for key, f1 in self.image_f1(min_score).items() if f1 < 1]
+        return sorted(imperfect, key=lambda kv: (kv[1], kv[0]))[:count]
 
 
 def _box(box: PixelBox) -> Box:

@@ -88,7 +88,7 @@ def _worst_images(
 ) -> list[str]:
     worst = evaluation.worst(GALLERY)
     lines = [
-        f"## Worst images ({len(worst)} of {evaluation.images}; lowest F1 first)",
+        f"## Worst images ({len(worst)} shown of {evaluation.images}; lowest F1 first, perfect ones omitted)",
         "",
         f"F1 of the detections scored at least {SHOWN_SCORE} against the true boxes, matched at IoU "
         f"{MATCH_IOU}. True boxes in {COLOUR_NAMES[TRUE_COLOUR]}, predicted ones in "
