@@ -47,11 +47,15 @@ class TrainParameters(BaseModel):
 class TrainedModelRef(BaseModel):
     run_id: str
     tracking_uri: str
-    test_accuracy: float
+    test_accuracy: float  # NaN for a detector (see test_map)
     val_accuracy: float
     onnx_max_abs_diff: float
     labels: list[str]
     labeled_version: str
+    task_type: Literal["classification", "detection"] = "classification"
+    val_map: float | None = None  # detection: COCO mAP@[.5:.95]
+    test_map: float | None = None
+    test_map50: float | None = None
 
 
 def tracking_uri() -> str:
@@ -118,9 +122,21 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         ),
     )
     outcome = train_and_track(rows, request)
-    logger.info(
-        "Best trial %d: val %.3f, test %.3f", outcome.best_trial, outcome.val_accuracy, outcome.test_accuracy
-    )
+    if outcome.task_type == "detection":
+        logger.info(
+            "Best trial %d: val mAP %.3f, test mAP %.3f (mAP@.5 %.3f)",
+            outcome.best_trial,
+            outcome.val_map or 0.0,
+            outcome.test_map or 0.0,
+            outcome.test_map50 or 0.0,
+        )
+    else:
+        logger.info(
+            "Best trial %d: val %.3f, test %.3f",
+            outcome.best_trial,
+            outcome.val_accuracy,
+            outcome.test_accuracy,
+        )
     warning = loader_bottleneck_warning(outcome.data_wait_share)
     if warning:
         logger.warning(warning)
@@ -142,4 +158,8 @@ def train_model(labels: LabeledDatasetRef, params: TrainParameters) -> TrainedMo
         onnx_max_abs_diff=outcome.onnx_max_abs_diff,
         labels=list(outcome.labels),
         labeled_version=labels.version,
+        task_type=outcome.task_type,
+        val_map=outcome.val_map,
+        test_map=outcome.test_map,
+        test_map50=outcome.test_map50,
     )
