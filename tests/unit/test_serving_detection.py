@@ -534,3 +534,59 @@ def test_webhook_without_a_deployment_only_counts(detector: LoadedDetector) -> N
         assert answer.json() == {"counted": 1, "pending": 1, "round_started": False}
 
     run(check())
+
+
+def test_ml_backend_routes_require_basic_auth_when_it_is_set(detector: LoadedDetector) -> None:
+    good = "Basic " + base64.b64encode(b"studio:pw").decode()
+    bad = "Basic " + base64.b64encode(b"studio:nope").decode()
+
+    async def check() -> None:
+        async with served(detector, label_studio_backend_auth="studio:pw") as client:
+            missing = await client.get("/label-studio/health")
+            wrong = await client.get("/label-studio/health", headers={"authorization": bad})
+            right = await client.get("/label-studio/health", headers={"authorization": good})
+            v1 = await client.get("/v2/health/ready")  # the model server's own routes are not affected
+        assert missing.status_code == wrong.status_code == 401
+        assert "Basic Authentication" in missing.json()["error"]
+        assert right.status_code == 200 and v1.status_code == 200
+
+    run(check())
+
+
+def test_ml_backend_fetches_an_image_url_outside_label_studio_without_the_token(
+    detector: LoadedDetector,
+) -> None:
+    data = encoded(scene())
+
+    seen: list[str | None] = []
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("authorization"))
+            self.send_response(200)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    task = {"id": 3, "data": {"image": f"http://127.0.0.1:{elsewhere.server_port}/pics/a.png"}}
+
+    async def check() -> dict[str, Any]:
+        async with served(
+            detector, min_score=0.0, label_studio_url="http://127.0.0.1:9", label_studio_token=TOKEN
+        ) as c:
+            response = await c.post("/label-studio/predict", json={"tasks": [task], "label_config": CONFIG})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    try:
+        body = run(check())
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()
+    assert seen == [None]
+    assert len(body["results"][0]["result"]) == len(direct(detector, data, 0.0)) > 0

@@ -55,6 +55,11 @@ class ServingSettings(BaseSettings):
         description="Where the Label Studio ML backend routes live: connect a project to "
         "http://HOST:PORT/label-studio ('' serves them at the root).",
     )
+    label_studio_backend_auth: SecretStr | None = Field(
+        default=None,
+        description="'user:password' the ML backend routes require as HTTP Basic auth (Label Studio's "
+        "'Basic Authentication' on the model connection); unset: open to whoever reaches the server.",
+    )
     label_studio_url: str | None = Field(
         default=None,
         description="Label Studio the ML backend fetches task images from (default: loopline's).",

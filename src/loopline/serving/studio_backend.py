@@ -117,9 +117,7 @@ def fetch_task_image(task: dict[str, Any], access: StudioAccess, max_bytes: int)
     path = image_path(task, access.url)
     try:
         if path is None:
-            response = httpx.get(task["data"]["image"], timeout=30, follow_redirects=True)
-            response.raise_for_status()
-            data = response.content
+            data = _download(task["data"]["image"], max_bytes)
         else:
             with LabelStudio(access.url, access.token) as studio:
                 data = studio.get_bytes(path)
@@ -130,6 +128,21 @@ def fetch_task_image(task: dict[str, Any], access: StudioAccess, max_bytes: int)
     if len(data) > max_bytes:
         raise TaskImageError(f"The image of task {task.get('id')!r} is over {max_bytes} bytes.")
     return data
+
+
+def _download(url: str, max_bytes: int) -> bytes:
+    """An image URL outside Label Studio, fetched without credentials, at most ``max_bytes + 1`` read."""
+    import httpx
+
+    chunks, size = [], 0
+    with httpx.stream("GET", url, timeout=30, follow_redirects=True) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                break
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,13 @@ it at the URL a project is connected to (``http://HOST:PORT/label-studio`` by de
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
@@ -44,7 +47,7 @@ MAX_TASKS = 100
 
 
 def studio_router(host: ModelHost, settings: ServingSettings) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(_basic_auth(settings))])
     counter = AnnotationCounter(settings.round_threshold)
     running: set[asyncio.Task[Any]] = set()
 
@@ -99,6 +102,26 @@ def studio_router(host: ModelHost, settings: ServingSettings) -> APIRouter:
         )
 
     return router
+
+
+def _basic_auth(settings: ServingSettings) -> Callable[[Request], None]:
+    """The check of ``settings.label_studio_backend_auth`` (none when unset)."""
+
+    def check(request: Request) -> None:
+        if settings.label_studio_backend_auth is None:
+            return
+        expected = base64.b64encode(settings.label_studio_backend_auth.get_secret_value().encode())
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise HTTPException(
+                401,
+                "This ML backend needs HTTP Basic auth. To fix this, turn on 'Basic Authentication' in the "
+                "project's model connection with the user and password of LOOPLINE_SERVING_LABEL_STUDIO_"
+                "BACKEND_AUTH.",
+                headers={"WWW-Authenticate": 'Basic realm="loopline"'},
+            )
+
+    return check
 
 
 def _version(serving: Serving) -> str:
