@@ -11,7 +11,12 @@ import torch
 
 from loopline.detections import DETECTOR_INPUT, DETECTOR_OUTPUTS
 from loopline.errors import DetectorExportRefused
-from loopline.training.detection.onnx import detector_onnx_parity, export_detector_onnx
+from loopline.training.detection.onnx import (
+    _match,
+    check_detector_graph,
+    detector_onnx_parity,
+    export_detector_onnx,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -105,3 +110,37 @@ def test_one_image_size_cannot_prove_a_dynamic_size(tmp_path: Path) -> None:
 def test_a_detector_that_cannot_be_exported_is_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(DetectorExportRefused, match=r"could not be exported to ONNX \(KeyError: 'scores'\)"):
         export_detector_onnx(NoScores(), tmp_path / "broken.onnx")
+
+
+def test_a_graph_with_a_fixed_input_size_is_refused(tmp_path: Path) -> None:
+    from loopline.training.detection.onnx import _tensor_detector
+
+    path = tmp_path / "static.onnx"
+    torch.onnx.export(
+        _tensor_detector(SizeBox()),
+        (torch.rand(1, 3, 40, 60),),
+        str(path),
+        input_names=[DETECTOR_INPUT],
+        output_names=list(DETECTOR_OUTPUTS),
+        dynamo=False,
+    )
+    with pytest.raises(DetectorExportRefused, match=r"has shape \[1, 3, 40, 60\]: it fixes the image size"):
+        check_detector_graph(path)
+
+
+def _outputs(boxes: list[list[float]], scores: list[float]) -> list[np.ndarray]:
+    return [np.array(boxes, dtype=np.float32), np.ones(len(scores), dtype=np.int64), np.array(scores)]
+
+
+def test_near_equal_scores_may_keep_either_box_but_nothing_else_may_differ() -> None:
+    a, b, c = [0.0, 0, 10, 10], [20.0, 20, 30, 30], [40.0, 0, 50, 10]
+    # the last two tie: NMS or the top-k cut keeps either one, by float noise
+    torch_side = _outputs([a, b], [0.9, 0.5])
+    onnx_side = _outputs([a, c], [0.9, 0.5 + 2e-7])
+    assert not _match(torch_side, onnx_side, 0.5, 1e-3)[0]  # no tie on either side: refused
+    torch_side = _outputs([a, b, c], [0.9, 0.5, 0.5 + 1e-7])
+    onnx_side = _outputs([a, c, [60.0, 0, 70, 10]], [0.9, 0.5 + 2e-7, 0.5])
+    same, box_diff, score_diff = _match(torch_side, onnx_side, 0.5, 1e-3)
+    assert same and box_diff == 0 and score_diff == pytest.approx(1e-7)
+    # a box moved by more than the tolerance is a difference, whatever the scores
+    assert not _match(_outputs([a], [0.9]), _outputs([[0.0, 0, 11, 10]], [0.9]), 0.5, 1e-3)[0]
