@@ -118,15 +118,11 @@ def requested_outputs(request: InferenceRequest) -> list[str]:
 
 def input_tensor(request: InferenceRequest, input_size: int) -> np.ndarray:
     """The request's ``image`` input as the model's N x 3 x S x S float32 batch."""
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        given = [i.name for i in request.inputs]
-        raise BadRequest(f"The model has one input, {INPUT_NAME!r}; the request gives {given}.")
-    tensor = request.inputs[0]
-    if tensor.datatype not in ("FP32", "UINT8"):
-        raise BadRequest(
-            f"Datatype {tensor.datatype!r} is not supported. Use FP32 (normalised, N x 3 x {input_size} x "
-            f"{input_size}) or UINT8 (raw pixels, N x {input_size} x {input_size} x 3 or N x 3 x ...)."
-        )
+    formats = (
+        f"Use FP32 (normalised, N x 3 x {input_size} x {input_size}) or UINT8 (raw pixels, N x {input_size} "
+        f"x {input_size} x 3 or N x 3 x ...)."
+    )
+    tensor = _one_input(request, INPUT_NAME, "model", formats)
     shape = _with_batch(tensor.shape, tensor.datatype, input_size)
     values = _flat_values(tensor.data, tensor.shape, tensor.datatype)
     if tensor.datatype == "FP32":
@@ -136,6 +132,17 @@ def input_tensor(request: InferenceRequest, input_size: int) -> np.ndarray:
         pixels = pixels.transpose(0, 3, 1, 2)
     scaled = pixels.astype(np.float32) / np.float32(255)
     return np.ascontiguousarray((scaled - MEAN) / STD, dtype=np.float32)
+
+
+def _one_input(request: InferenceRequest, name: str, what: str, formats: str) -> RequestInput:
+    """The request's one input, named ``name``, of a datatype the server converts."""
+    if len(request.inputs) != 1 or request.inputs[0].name != name:
+        given = [i.name for i in request.inputs]
+        raise BadRequest(f"The {what} has one input, {name!r}; the request gives {given}.")
+    tensor = request.inputs[0]
+    if tensor.datatype not in ("FP32", "UINT8"):
+        raise BadRequest(f"Datatype {tensor.datatype!r} is not supported. {formats}")
+    return tensor
 
 
 def _with_batch(shape: list[int], datatype: str, size: int) -> list[int]:
@@ -205,14 +212,7 @@ def detector_outputs(request: InferenceRequest) -> list[str]:
 def detector_input(request: InferenceRequest) -> np.ndarray:
     """The request's one image as the detector's 1 x 3 x H x W float32 input in [0, 1]."""
     example = "[1, 3, H, W] (FP32 in [0, 1]) or UINT8 [1, H, W, 3] / [1, 3, H, W] (raw pixels)"
-    if len(request.inputs) != 1 or request.inputs[0].name != DETECTOR_INPUT:
-        given = [i.name for i in request.inputs]
-        raise BadRequest(f"The detector has one input, {DETECTOR_INPUT!r}; the request gives {given}.")
-    tensor = request.inputs[0]
-    if tensor.datatype not in ("FP32", "UINT8"):
-        raise BadRequest(
-            f"Datatype {tensor.datatype!r} is not supported. Send {DETECTOR_INPUT!r} as {example}."
-        )
+    tensor = _one_input(request, DETECTOR_INPUT, "detector", f"Send {DETECTOR_INPUT!r} as {example}.")
     shape = [1, *tensor.shape] if len(tensor.shape) == 3 else list(tensor.shape)
     channels_last = tensor.datatype == "UINT8" and len(shape) == 4 and shape[3] == 3 and shape[1] != 3
     height, width = (shape[1], shape[2]) if channels_last else (shape[-2:] if len(shape) == 4 else (0, 0))
