@@ -4,7 +4,9 @@ alias, an evaluation gate against the `champion` on the same frozen test split, 
 Input: ``TrainedModelRef`` + ``LabeledDatasetRef`` + ``RegisterParameters``. Output: ``RegisteredModelRef``.
 The gate (``loopline.registry.gate.model_gate``) pairs champion and challenger image by image (McNemar);
 a drop fails it only when significant and beyond the rule's tolerance; its ``GateVerdict`` notes what the
-test set is too small to tell. Artifacts: ``model-evaluation`` (report with Wilson intervals, paired tests,
+test set is too small to tell. A detector is judged on COCO mAP with a paired bootstrap interval for its
+difference (``loopline.registry.detection_gate``), and its report draws the worst images' boxes.
+Artifacts: ``model-evaluation`` (report with Wilson intervals, paired tests,
 the verdict and a gallery of the most confident mistakes), ``model-review`` (the decision),
 ``model-aliases`` (every alias change). Approve moves `champion` to the version (which then drops
 `challenger`); reject leaves the aliases.
@@ -17,6 +19,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from loopline.registry.detection_eval import DetectionEvaluations
+from loopline.registry.detection_gate import compare_detectors, detection_gate
+from loopline.registry.detection_report import render_detection_evaluation
+from loopline.registry.evaluate import ModelEvaluations
 from loopline.registry.gate import compare, model_gate
 from loopline.registry.registry import (
     CHALLENGER,
@@ -90,20 +96,7 @@ def register_stage(
         )
 
     evaluations = evaluate_against_champion(registered, model, labels, params)
-    challenger, champion = evaluations.challenger, evaluations.champion
-    comparison = compare(challenger, champion)
-    verdict = model_gate(challenger, comparison, params.gate)
-    report = render_evaluation(
-        name,
-        version,
-        challenger,
-        champion,
-        evaluations.champion_version,
-        comparison,
-        verdict,
-        thumbnail=evaluations.thumbnails.get,
-        confidence=1 - params.gate.alpha,
-    )
+    verdict, report = judge(name, version, evaluations, params)
     create_markdown_artifact(markdown=report, key="model-evaluation", description=f"{name} v{version}")
     for note in verdict.notes:
         logger.info("%s v%s gate note: %s", name, version, note)
@@ -134,6 +127,34 @@ def register_stage(
     record_decision(client, name, version, "rejected", who, review.comment)
     logger.info("%s v%s rejected (%s): aliases untouched", name, version, review.comment)
     return reference("rejected", evaluations.champion_version, verdict)
+
+
+def judge(
+    name: str, version: str, evaluations: ModelEvaluations | DetectionEvaluations, params: RegisterParameters
+) -> tuple[GateVerdict, str]:
+    """The gate's verdict on the challenger and the evaluation report a reviewer reads."""
+    if isinstance(evaluations, DetectionEvaluations):
+        found, bar = evaluations.challenger, evaluations.champion
+        against = compare_detectors(found, bar, params.detection_gate)
+        box_verdict = detection_gate(found, against, params.detection_gate)
+        pictures = evaluations.pictures.get
+        return box_verdict, render_detection_evaluation(
+            name, version, found, bar, evaluations.champion_version, against, box_verdict, pictures
+        )
+    challenger, champion = evaluations.challenger, evaluations.champion
+    comparison = compare(challenger, champion)
+    verdict = model_gate(challenger, comparison, params.gate)
+    return verdict, render_evaluation(
+        name,
+        version,
+        challenger,
+        champion,
+        evaluations.champion_version,
+        comparison,
+        verdict,
+        thumbnail=evaluations.thumbnails.get,
+        confidence=1 - params.gate.alpha,
+    )
 
 
 @flow(name="register-model")

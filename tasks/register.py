@@ -17,6 +17,8 @@ from loopline.data.labeled import read_labeled_manifest
 from loopline.data.pixels import ImageReader
 from loopline.data.store import open_store
 from loopline.registry.artifacts import fetch_model_files
+from loopline.registry.detection_eval import DetectionEvaluations, evaluate_detectors
+from loopline.registry.detection_gate import DetectionGateRules
 from loopline.registry.evaluate import ModelEvaluations, evaluate_models
 from loopline.registry.gate import GateRules
 from loopline.registry.registry import (
@@ -39,7 +41,11 @@ class RegisterParameters(BaseModel):
     """How to register and judge a model (rendered as a form in the Prefect UI)."""
 
     model_name: str = Field(default="loopline-classifier", description="Registered model name in MLflow.")
-    gate: GateRules = Field(default_factory=GateRules)
+    gate: GateRules = Field(default_factory=GateRules, description="The gate of a classifier.")
+    detection_gate: DetectionGateRules = Field(
+        default_factory=DetectionGateRules,
+        description="The gate of a detector: test mAP and its paired bootstrap against the champion.",
+    )
     auto_approve: bool = Field(
         default=False, description="DEMO ONLY: approve without a person. Otherwise the run waits."
     )
@@ -101,12 +107,17 @@ def lineage_tags(model: TrainedModelRef, labels: LabeledDatasetRef) -> dict[str,
         "label_studio.export_id": str(labels.export_id),
         "labels.alpha": "" if labels.alpha is None else f"{labels.alpha:.4f}",
         "training.run_id": model.run_id,
-        "training.test_accuracy": f"{model.test_accuracy:.4f}",
+        **(
+            {"training.test_map": f"{model.test_map:.4f}", "task_type": "detection"}
+            if model.task_type == "detection" and model.test_map is not None
+            else {"training.test_accuracy": f"{model.test_accuracy:.4f}"}
+        ),
         "prefect.flow_run_id": run_id,
         "prefect.flow_run_url": f"{ui}/runs/flow-run/{run_id}" if run_id else "",
         "git.commit": git_commit(settings.resolved_project_root),
         "onnx.max_abs_diff": f"{model.onnx_max_abs_diff:.3g}",
-        "onnx.parity_ok": str(model.onnx_max_abs_diff <= ONNX_TOLERANCE),
+        # a detector whose ONNX graph does not reproduce PyTorch is refused at export (max box diff in px)
+        "onnx.parity_ok": str(model.task_type == "detection" or model.onnx_max_abs_diff <= ONNX_TOLERANCE),
     }
 
 
@@ -149,8 +160,9 @@ def register_version(
 )
 def evaluate_against_champion(
     registered: Registered, model: TrainedModelRef, labels: LabeledDatasetRef, params: RegisterParameters
-) -> ModelEvaluations:
-    """The challenger and (if any) the champion, both through ONNX Runtime on the challenger's test split."""
+) -> ModelEvaluations | DetectionEvaluations:
+    """The challenger and (if any) the champion, both through ONNX Runtime on the challenger's test split
+    (detectors: COCO mAP, and their worst images drawn)."""
     settings = get_settings()
     client = mlflow_client(model.tracking_uri)
     rows = read_labeled_manifest(open_store(labels.data_root, settings), labels.version)
@@ -160,6 +172,14 @@ def evaluate_against_champion(
     with tempfile.TemporaryDirectory() as tmp:
         challenger_files = fetch_model_files(model.run_id, Path(tmp) / "challenger")
         champion_files = fetch_model_files(champion.run_id, Path(tmp) / "champion") if champion else None
+        if challenger_files.detector:
+            return evaluate_detectors(
+                rows,
+                challenger_files,
+                champion_files,
+                str(champion.version) if champion else None,
+                ImageReader(settings).open,
+            )
         return evaluate_models(
             rows,
             challenger_files,

@@ -18,13 +18,16 @@ class ModelFiles:
 
     onnx: Path
     labels: tuple[str, ...]  # output order
-    input_size: int
+    input_size: int  # 0 for a detector (it takes any size)
     splits: Mapping[str, list[str]]  # split → content hashes it trained, validated or was tested on
+    detector: bool = False  # class_mapping.json says "task_type": "detection"
 
 
 def fetch_model_files(run_id: str, folder: Path, tracking_uri: str | None = None) -> ModelFiles:
     """Download the run's ONNX model, ``class_mapping.json`` and ``splits.json`` into ``folder``."""
     onnx, mapping, splits = download_model_files(run_id, folder, tracking_uri)
+    if mapping.get("task_type") == "detection":
+        return ModelFiles(onnx, tuple(mapping["labels"]), 0, splits, detector=True)
     return ModelFiles(onnx, tuple(mapping["labels"]), int(mapping["input_size"]), splits)
 
 
