@@ -18,13 +18,25 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from loopline.data.labeled import PixelBox
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 DETECTOR_INPUT = "images"
 DETECTOR_OUTPUTS = ("boxes", "labels", "scores")
+
+
+def detector_input(image: Image.Image) -> np.ndarray:
+    """The contract's input, ``[1, 3, H, W]`` float32: the decoded (upright) image as RGB in [0, 1], not
+    resized (the detector resizes inside). The model server, the register gate and pre-annotation feed it."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray(pixels[None], dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 answers a few test images (from the labeled manifest's test split) with the logits the register stage's
 evaluation computes for that version (ONNX Runtime on its ONNX file, inputs from ``preprocess_batch``:
 argmax equal, logits within ``tolerance``) through the v2 infer route, and its median latency is under a
-bound. ``probe`` does the requests, ``judge_smoke`` (pure) turns what it saw into a ``GateVerdict``."""
+bound. A detector answers each image at its own size with the boxes, labels and scores its ONNX file gives
+(the same boxes in the same order, coordinates within ``BOX_TOLERANCE`` pixels, scores within
+``tolerance``). ``probe`` does the requests, ``judge_smoke`` (pure) turns what it saw into a
+``GateVerdict``."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from loopline.verdict import GateVerdict
 if TYPE_CHECKING:
     from PIL import Image
 
-TOLERANCE = 1e-4  # largest |served - expected| logit
+TOLERANCE = 1e-4  # largest |served - expected| logit (a detector: score)
+BOX_TOLERANCE = 1e-2  # largest |served - expected| box coordinate of a detector, in pixels
 MIN_REQUESTS = 10  # latency samples: the cases are repeated until there are this many
 
 
@@ -30,8 +34,9 @@ class SmokeCases:
     """Test images as the model sees them and the logits the register stage's evaluation gives them."""
 
     ids: tuple[str, ...]  # content hashes, to name a mismatch
-    inputs: np.ndarray  # N x 3 x S x S float32
-    expected: np.ndarray  # N x C float32
+    inputs: Any  # N x 3 x S x S float32; a detector: N arrays 3 x H x W (each image at its own size)
+    expected: Any  # N x C float32; a detector: N arrays n x 6 (x1, y1, x2, y2, label, score)
+    detector: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class SmokeObservation:
 
     ready: bool
     served: tuple[str, ...]  # X-Model-Version of each answer
-    logits: np.ndarray | None  # N x C; None when an infer request failed
+    logits: Any  # N x C (a detector: N arrays n x 6); None when an infer request failed
     latencies_ms: tuple[float, ...]
     errors: tuple[str, ...] = ()
 
@@ -57,6 +62,34 @@ def reference_cases(
     inputs = preprocess_batch(pictures, input_size)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     return SmokeCases(tuple(ids), inputs, onnx_logits(session, inputs))
+
+
+def detector_cases(pictures: Sequence[Image.Image], ids: Sequence[str], onnx_path: Path) -> SmokeCases:
+    """The boxes, labels and scores the detector's ONNX file gives ``pictures``, each at its own size (as
+    the register stage evaluates and the server serves it)."""
+    import onnxruntime as ort
+
+    from loopline.detections import DETECTOR_INPUT, DETECTOR_OUTPUTS, detector_input
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs = [detector_input(picture)[0] for picture in pictures]
+    expected = [
+        _detections_table(*session.run(list(DETECTOR_OUTPUTS), {DETECTOR_INPUT: image[None]}))
+        for image in inputs
+    ]
+    return SmokeCases(tuple(ids), inputs, expected, detector=True)
+
+
+def _detections_table(boxes: Any, labels: Any, scores: Any) -> np.ndarray:
+    """n x 6: x1, y1, x2, y2, label, score."""
+    return np.concatenate(
+        [
+            np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            np.asarray(labels, dtype=np.float64).reshape(-1, 1),
+            np.asarray(scores, dtype=np.float64).reshape(-1, 1),
+        ],
+        axis=1,
+    )
 
 
 def judge_smoke(
@@ -76,7 +109,9 @@ def judge_smoke(
     wrong = sorted(set(seen.served) - {wanted})
     if wrong:
         violations.append(f"the server answered as {wrong}, not {wanted!r}")
-    if seen.logits is not None:
+    if seen.logits is not None and cases.detector:
+        violations += _detector_differences(cases, seen.logits, tolerance)
+    elif seen.logits is not None:
         if seen.logits.shape != cases.expected.shape:
             violations.append(
                 f"served logits have shape {list(seen.logits.shape)}, the evaluation's "
@@ -105,16 +140,44 @@ def judge_smoke(
     return GateVerdict(gate="smoke", violations=tuple(violations), notes=tuple(notes))
 
 
-def infer_body(row: np.ndarray) -> dict[str, object]:
-    """A v2 infer request for one preprocessed image (3 x S x S), asking for the logits."""
+def _detector_differences(cases: SmokeCases, served: Sequence[np.ndarray], tolerance: float) -> list[str]:
+    """Images whose served boxes differ from the evaluation's: count, labels, coordinates or scores."""
+    differ = []
+    for key, want, got in zip(cases.ids, cases.expected, served, strict=True):
+        if want.shape != got.shape or not np.array_equal(want[:, 4], got[:, 4]):
+            differ.append(f"{key}: {len(got)} boxes served, {len(want)} evaluated (or other labels)")
+        elif want.size and (
+            float(np.abs(want[:, :4] - got[:, :4]).max()) > BOX_TOLERANCE
+            or float(np.abs(want[:, 5] - got[:, 5]).max()) > tolerance
+        ):
+            differ.append(f"{key}: boxes or scores differ beyond {BOX_TOLERANCE} px / {tolerance}")
+    if differ:
+        return [f"{len(differ)} of {len(cases.ids)} images detected differently: " + "; ".join(differ)]
+    return []
+
+
+def infer_body(row: np.ndarray, detector: bool = False) -> dict[str, object]:
+    """A v2 infer request for one preprocessed image (3 x S x S), asking for the logits (a detector: one
+    image 3 x H x W, asking for its boxes, labels and scores)."""
+    from loopline.detections import DETECTOR_INPUT, DETECTOR_OUTPUTS
     from loopline.serving.protocol import INPUT_NAME
 
+    name = DETECTOR_INPUT if detector else INPUT_NAME
+    outputs = list(DETECTOR_OUTPUTS) if detector else ["logits"]
     return {
         "inputs": [
-            {"name": INPUT_NAME, "shape": [1, *row.shape], "datatype": "FP32", "data": row.ravel().tolist()}
+            {"name": name, "shape": [1, *row.shape], "datatype": "FP32", "data": row.ravel().tolist()}
         ],
-        "outputs": [{"name": "logits"}],
+        "outputs": [{"name": output} for output in outputs],
     }
+
+
+def _answer(body: dict[str, Any], detector: bool) -> np.ndarray:
+    """One image's answer: its logits (C), or a detector's n x 6 table."""
+    outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in body["outputs"]}
+    if detector:
+        return _detections_table(outputs["boxes"], outputs["labels"], outputs["scores"])
+    return np.asarray(outputs["logits"], dtype=np.float32)[0]
 
 
 def probe(
@@ -145,7 +208,7 @@ def probe(
             k = i % len(cases.ids)
             started = time.perf_counter()
             try:
-                answer = http.post(route, json=infer_body(cases.inputs[k]))
+                answer = http.post(route, json=infer_body(cases.inputs[k], cases.detector))
             except httpx.HTTPError as exc:
                 return SmokeObservation(True, tuple(served), None, (), (f"{route} failed: {exc}",))
             latencies.append((time.perf_counter() - started) * 1000)
@@ -154,9 +217,9 @@ def probe(
                 error = f"{route} answered {answer.status_code}: {answer.text[:300]}"
                 return SmokeObservation(True, tuple(served), None, tuple(latencies), (error,))
             if i < len(cases.ids):
-                output = answer.json()["outputs"][0]
-                rows.append(np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])[0])
-    return SmokeObservation(True, tuple(served), np.stack(rows), tuple(latencies))
+                rows.append(_answer(answer.json(), cases.detector))
+    answers = rows if cases.detector else np.stack(rows)
+    return SmokeObservation(True, tuple(served), answers, tuple(latencies))
 
 
 def smoke_test(url: str, name: str, version: str, cases: SmokeCases, max_latency_ms: float) -> GateVerdict:
@@ -194,6 +257,8 @@ def registry_cases(
         with tempfile.TemporaryDirectory() as tmp:
             files = fetch_model_files(found.run_id, Path(tmp), client.tracking_uri)
             pictures = [reader.open(r.stored_uri) for r in test]
+            if files.detector:
+                return detector_cases(pictures, [r.content_hash for r in test], files.onnx)
             return reference_cases(pictures, [r.content_hash for r in test], files.onnx, files.input_size)
 
     return cases
