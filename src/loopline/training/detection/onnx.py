@@ -29,7 +29,8 @@ MIN_MATCHED = 1.0  # share of images whose detections must match
 @dataclass(frozen=True)
 class DetectorParity:
     """PyTorch against ONNX Runtime on the same images. Differences are over the detections matched one
-    to one (same label, box and score within the tolerances); an image matches when all of its do."""
+    to one (same label, box and score within the tolerances); an image matches when all of its do, but
+    for boxes kept instead of one another between near-equal scores (see ``_match``)."""
 
     images: int
     sizes: tuple[tuple[int, int], ...]  # distinct (height, width) checked
