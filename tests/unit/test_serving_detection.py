@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loopline.detections import detections_from_outputs
+from loopline.detections import detections_from_outputs, detector_input
 from loopline.errors import ModelLoadError
 from loopline.labeling.configs import render_label_config
 from loopline.serving.app import create_app
-from loopline.serving.detector import LoadedDetector, detector_input
+from loopline.serving.detector import LoadedDetector
 from loopline.serving.model import load_model
 from loopline.serving.preprocess import decode_image
 from loopline.serving.settings import ServingSettings

@@ -127,7 +127,8 @@ def detect_stored_images(
     """
     import onnxruntime as ort
 
-    from loopline.serving.detector import detector_input, load_detector
+    from loopline.detections import detector_input
+    from loopline.serving.detector import load_detector
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     labels = tuple(class_labels)

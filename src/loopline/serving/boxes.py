@@ -56,7 +56,8 @@ async def run_detector(serving: Serving, image: Any) -> DetectorOutput:
 
 async def detect_picture(serving: Serving, picture: Image.Image, min_score: float) -> DetectedImage:
     """The serving detector's boxes on a decoded image, scoring at least ``min_score``."""
-    from loopline.serving.detector import LoadedDetector, detector_input
+    from loopline.detections import detector_input
+    from loopline.serving.detector import LoadedDetector
 
     detector = serving.model
     if not isinstance(detector, LoadedDetector):  # a hot reload swapped in a classifier meanwhile

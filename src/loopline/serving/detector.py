@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from loopline.detections import DETECTOR_INPUT, DETECTOR_OUTPUTS, Detection, detections_from_outputs
+from loopline.detections import (
+    DETECTOR_INPUT,
+    DETECTOR_OUTPUTS,
+    Detection,
+    detections_from_outputs,
+)
 from loopline.errors import ModelLoadError
 
 SMOKE_SIZE = (48, 64)  # height, width of the zero image the smoke check runs
@@ -61,13 +65,6 @@ class LoadedDetector:
     def detect_batch(self, batch: np.ndarray) -> list[DetectorOutput]:
         """``detect`` of each image of ``batch`` (``[N, 3, H, W]``), one session call each."""
         return [self.detect(image) for image in batch]
-
-
-def detector_input(image: Image.Image) -> np.ndarray:
-    """``[1, 3, H, W]`` float32: the decoded (upright) image as RGB in [0, 1], not resized."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-    return np.ascontiguousarray(pixels[None], dtype=np.float32)
 
 
 def load_detector(
