@@ -239,7 +239,7 @@ def test_detectors_are_evaluated_through_onnx_and_reported_with_pictures(tmp_pat
         )
         for key, (w, h) in sizes.items()
     ]
-    files = ModelFiles(onnx, LABELS, 0, {"train": ["c4"], "test": ["c1", "c2", "c3"]})
+    files = ModelFiles(onnx, LABELS, 0, {"train": ["c4"], "test": ["c1", "c2", "c3"]}, detector=True)
     evaluations = evaluate_detectors(rows, files, files, "1", lambda uri: Image.new("RGB", sizes[uri[5:]]))
     challenger = evaluations.challenger
     assert challenger.images == 3 and challenger.predictions["c2"][0].box() == PixelBox("a", 0, 0, 40, 25)
@@ -254,6 +254,9 @@ def test_detectors_are_evaluated_through_onnx_and_reported_with_pictures(tmp_pat
     )
     assert "| mAP@[.5:.95] | 0.500 | 0.500 | +0.000 |" in report
     assert report.count("data:image/png;base64,") == 1 and "- passed: every rule holds" in report
-    leaky = ModelFiles(onnx, LABELS, 0, {"train": ["c1"]})
+    leaky = ModelFiles(onnx, LABELS, 0, {"train": ["c1"]}, detector=True)
     with pytest.raises(IncomparableModels, match="trained or validated on 1 of the 3 test images"):
         evaluate_detectors(rows, files, leaky, "1", lambda uri: Image.new("RGB", sizes[uri[5:]]))
+    classifier = ModelFiles(onnx, LABELS, 224, {"train": ["c4"]})
+    with pytest.raises(IncomparableModels, match="is a classifier and the challenger a detector"):
+        evaluate_detectors(rows, files, classifier, "1", lambda uri: Image.new("RGB", sizes[uri[5:]]))

@@ -26,12 +26,14 @@ from loopline.detections import (
     Detection,
     coco_map,
     detections_from_outputs,
+    detector_input,
 )
 from loopline.errors import RegistryError
 from loopline.labeling.agreement import Box, box_agreement
 from loopline.registry.artifacts import ModelFiles
 from loopline.registry.detection_pictures import draw_detections
 from loopline.registry.evaluate import _check_comparable, fingerprint_test_set
+from loopline.registry.gate import IncomparableModels
 from loopline.registry.report import GALLERY
 
 if TYPE_CHECKING:
@@ -108,6 +110,11 @@ def evaluate_detectors(
     test = _test_rows(rows, challenger.labels)
     hashes = [r.content_hash for r in test]
     if champion is not None:
+        if not champion.detector:
+            raise IncomparableModels(
+                f"The champion v{champion_version} is a classifier and the challenger a detector: they "
+                "cannot be compared. To fix this, register the detector under a new model name."
+            )
         _check_comparable(champion, challenger, set(hashes), f"v{champion_version}")
     pictures = {r.content_hash: open_image(r.stored_uri) for r in test}
     truth = {r.content_hash: tuple(r.boxes or ()) for r in test}
@@ -193,9 +200,3 @@ def evaluate_detector_onnx(
         predictions=predictions,
         sizes=sizes,
     )
-
-
-def detector_input(picture: Image.Image) -> np.ndarray:
-    """The contract's input: float32 [1, 3, H, W], RGB in [0, 1]."""
-    pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
