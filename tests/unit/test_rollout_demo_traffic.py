@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from loopline.data.demo import png_bytes, render_digit
-from loopline.rollout.demo_traffic import DemoImages, send_traffic
+from loopline.rollout.demo_traffic import DemoImages, DemoScenes, send_traffic
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +87,26 @@ def test_traffic_keeps_its_rate_users_and_feedback_share(router: tuple[str, list
     assert stats.feedback_sent == len(feedback) and 0.3 * len(predicts) < len(feedback) < 0.7 * len(predicts)
     assert all(f["request_id"].startswith("r") and f["true_label"] in "0123456789" for f in feedback)
     assert "feedback rows" in stats.summary()
+
+
+def test_detector_traffic_sends_new_scenes_and_their_true_boxes(
+    router: tuple[str, list[dict[str, Any]]],
+) -> None:
+    scenes = [DemoScenes(seed=3).next() for _ in range(1)] + [DemoScenes(seed=4).next()]
+    assert scenes[0][0] != scenes[1][0]
+    for body, boxes in scenes:
+        width, height = Image.open(io.BytesIO(body)).size
+        for box in boxes:
+            assert 0 <= box["x"] and box["x"] + box["width"] <= width
+            assert 0 <= box["y"] and box["y"] + box["height"] <= height
+            assert box["label"] in {str(d) for d in range(10)}
+    url, seen = router
+    stats = asyncio.run(
+        send_traffic(
+            url, seconds=1.0, rate=20, feedback_share=1.0, feedback_delay=0.1, images=DemoScenes(seed=5)
+        )
+    )
+    feedback = [s for s in seen if s["kind"] == "feedback"]
+    assert stats.feedback_sent == len(feedback) > 0
+    assert all("true_boxes" in f and "true_label" not in f for f in feedback)
+    assert any(f["true_boxes"] for f in feedback)  # scenes with digits, and their boxes

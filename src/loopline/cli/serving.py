@@ -49,17 +49,26 @@ def demo_traffic(
     users: int = typer.Option(200, "--users", help="Distinct user ids."),
     feedback_share: float = typer.Option(0.6, "--feedback-share", help="Share of answers given feedback."),
     feedback_delay: float = typer.Option(2.0, "--feedback-delay", help="Seconds before feedback is sent."),
+    task_type: str = typer.Option(
+        "classification", "--task-type", help="classification: digits; detection: scenes of digits."
+    ),
 ) -> None:
     """DEMO TRAFFIC CLIENT: users sending fresh digit images through the A/B router and the true label as
-    feedback for a share of them (stands in for an application; not for real data)."""
+    feedback for a share of them (for a detector: scenes of digits and their true boxes). Stands in for an
+    application; not for real data."""
     import asyncio
 
-    from loopline.rollout.demo_traffic import send_traffic
+    from loopline.rollout.demo_traffic import DemoImages, DemoScenes, send_traffic
     from loopline.rollout.service import router_url
 
+    if task_type not in ("classification", "detection"):
+        fail(LooplineError(f"Unknown task type {task_type!r}: use classification or detection."))
     target = url or router_url(get_settings())
     typer.echo(f"demo traffic: {rate:g} requests/s for {seconds:g} s to {target}")
-    stats = asyncio.run(send_traffic(target, seconds, rate, users, feedback_share, feedback_delay))
+    images = DemoScenes() if task_type == "detection" else DemoImages()
+    stats = asyncio.run(
+        send_traffic(target, seconds, rate, users, feedback_share, feedback_delay, images=images)
+    )
     typer.echo(f"demo traffic: {stats.summary()}")
 
 

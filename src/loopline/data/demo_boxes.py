@@ -30,6 +30,8 @@ INK = 3  # an 8x8 cell with a value above this (of 16) is ink: the box is tight 
 DIGITS_PER_SCENE = (0, 1, 2, 3, 4)
 DIGITS_WEIGHTS = (0.1, 0.25, 0.3, 0.2, 0.15)
 GAP = 2  # pixels between two digits' squares
+CANVAS = (96, 128)  # (smallest, largest) side of a scene, in pixels
+DIGIT = (20, 36)  # (smallest, largest) side of a digit's square
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ def write_demo_boxes(
     out: str | Path,
     rounds: int = 2,
     images: int = 300,
-    canvas: tuple[int, int] = (96, 128),
-    digit: tuple[int, int] = (20, 36),
+    canvas: tuple[int, int] = CANVAS,
+    digit: tuple[int, int] = DIGIT,
     seed: int = 0,
 ) -> DemoData:
     """Write ``images`` digit scenes split over ``rounds`` folders, the planted problems and the ground

@@ -4,7 +4,8 @@ It sends digit images the models never trained on — scikit-learn's digits rend
 them, then shifted and rotated a little at random, so every image is new (its own content hash) while its
 true digit is known — from a fixed population of user ids (``X-User-Id``), at a steady request rate, to
 ``POST /v1/predict``. For a share of the answers it posts the true label to ``POST /v1/feedback`` after a
-delay, as an application would once the user confirmed or corrected the answer.
+delay, as an application would once the user confirmed or corrected the answer. For a detector
+(``DemoScenes``): new scenes of digits drawn like the detection demo's, and their true boxes as feedback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -45,6 +47,12 @@ class TrafficStats:
         )
 
 
+class TrafficImages(Protocol):
+    def next(self) -> tuple[bytes, Any]:
+        """(PNG bytes, the truth: a label, or a detector's list of box dicts)."""
+        ...
+
+
 class DemoImages:
     """Fresh images of known digits: a digit rendered at ``size``, shifted by up to ``shift`` pixels and
     rotated by up to ``degrees``, from a seeded generator (the same seed, the same stream)."""
@@ -67,6 +75,24 @@ class DemoImages:
         return png_bytes(moved), str(int(self.targets[index]))
 
 
+class DemoScenes:
+    """Fresh scenes of known digits for a detector, drawn as ``loopline demo-data --task-type detection``
+    draws them (from another seed: new images): PNG bytes and the true boxes in pixels."""
+
+    def __init__(self, seed: int = 7) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        self.images, self.targets = digits.images, digits.target
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> tuple[bytes, list[dict[str, Any]]]:
+        from loopline.data.demo_boxes import CANVAS, DIGIT, render_scene
+
+        picture, scene = render_scene(self.rng, self.images, self.targets, CANVAS, DIGIT)
+        return png_bytes(picture), [asdict(box) for box in scene.boxes]
+
+
 async def send_traffic(
     url: str,
     seconds: float,
@@ -75,7 +101,7 @@ async def send_traffic(
     feedback_share: float = 0.6,
     feedback_delay: float = 2.0,
     seed: int = 7,
-    images: DemoImages | None = None,
+    images: TrafficImages | None = None,
     stop: threading.Event | None = None,
 ) -> TrafficStats:
     """Send ``rate`` requests a second for ``seconds`` (or until ``stop`` is set) to the router at ``url``
@@ -88,12 +114,11 @@ async def send_traffic(
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10.0, limits=limits) as client:
 
-        async def feedback(request_id: str, label: str) -> None:
+        async def feedback(request_id: str, truth: Any) -> None:
             await asyncio.sleep(feedback_delay)
+            outcome = {"true_boxes": truth} if isinstance(truth, list) else {"true_label": truth}
             try:
-                answer = await client.post(
-                    "/v1/feedback", json={"request_id": request_id, "true_label": label}
-                )
+                answer = await client.post("/v1/feedback", json={"request_id": request_id, **outcome})
             except httpx.HTTPError:
                 stats.transport_errors += 1
                 return
@@ -102,7 +127,7 @@ async def send_traffic(
             else:
                 stats.feedback_refused += 1
 
-        async def one(body: bytes, label: str, user: str) -> None:
+        async def one(body: bytes, label: Any, user: str) -> None:
             try:
                 answer = await client.post(
                     "/v1/predict", content=body, headers={"Content-Type": "image/png", "X-User-Id": user}
