@@ -161,9 +161,10 @@ def test_every_detector_builds_and_unknown_names_are_listed() -> None:
 def test_the_search_space_samples_detectors_and_keeps_classification_studies() -> None:
     import optuna
 
-    space = SearchSpace(detectors=[DETECTOR], batch_sizes=[4])
+    space = SearchSpace(detectors=[DETECTOR], detector_batch_sizes=[2], batch_sizes=[64])
     params = space.sample(optuna.create_study().ask(), "detection")
-    assert params["model"] == DETECTOR and "label_smoothing" not in params
+    assert params["model"] == DETECTOR and params["batch_size"] == 2 and "label_smoothing" not in params
+    assert space.sample(optuna.create_study().ask())["batch_size"] == 64
     assert "detectors" not in space.for_task("classification")
     assert "models" not in space.for_task("detection") and "label_smoothing" not in space.for_task(
         "detection"

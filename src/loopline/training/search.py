@@ -1,7 +1,7 @@
 """The hyper-parameter search space (a flow parameter with good defaults) and how a trial samples it.
 
-One space serves both task types: ``models`` are the classifiers tried on classification data, and
-``detectors`` the detectors tried on box data; label smoothing applies to classification only.
+One space serves both task types: ``models`` and ``batch_sizes`` are tried on classification data,
+``detectors`` and ``detector_batch_sizes`` on box data; label smoothing applies to classification only.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 TaskType = Literal["classification", "detection"]
-DETECTION_ONLY = ("detectors",)
-CLASSIFICATION_ONLY = ("models", "label_smoothing")
+DETECTION_ONLY = ("detectors", "detector_batch_sizes")
+CLASSIFICATION_ONLY = ("models", "label_smoothing", "batch_sizes")
 
 
 class FloatRange(BaseModel):
@@ -39,6 +39,12 @@ class SearchSpace(BaseModel):
         default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"],
         min_length=1,
         description="Detectors tried when the labeled data has boxes (task_type detection).",
+    )
+    detector_batch_sizes: list[int] = Field(
+        default_factory=lambda: [4, 8],
+        min_length=1,
+        description="Detector batch sizes: a few hundred-pixel images with their boxes a step (the device's "
+        "classification sizes would leave a small labeled set one step an epoch).",
     )
     lr: FloatRange = Field(default_factory=lambda: FloatRange(low=3e-4, high=1e-2, log=True))
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=1e-6, high=1e-3, log=True))
@@ -87,7 +93,9 @@ class SearchSpace(BaseModel):
             "weight_decay": trial.suggest_float(
                 "weight_decay", self.weight_decay.low, self.weight_decay.high, log=self.weight_decay.log
             ),
-            "batch_size": trial.suggest_categorical("batch_size", self.batch_sizes or [32, 64]),
+            "batch_size": trial.suggest_categorical(
+                "batch_size", self.detector_batch_sizes if detection else self.batch_sizes or [32, 64]
+            ),
             "optimizer": trial.suggest_categorical("optimizer", self.optimizers),
         }
         if not detection:
