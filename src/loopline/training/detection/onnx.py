@@ -6,11 +6,19 @@ TorchScript exporter (``dynamo=False``, as torchvision's own ONNX tests do for d
 post-processing follow tracing-aware paths) with ``H``, ``W`` and the number of detections dynamic.
 ``detector_onnx_parity`` runs PyTorch and ONNX Runtime on the same images of at least two sizes and
 refuses (``DetectorExportRefused``) a detector whose ONNX does not reproduce its detections.
+
+With torch 2.14 the tracer turns two of Faster R-CNN's data-dependent sizes into constants of the traced
+example: the box coder's ``box_sum`` (a Python sum of proposal counts) and the per-image ``split`` of
+the box head's output. A trained detector then failed in ONNX Runtime on most images (a ``Reshape`` in
+the box head), which the parity check caught. For the export only, ``_traceable`` swaps in equivalents for
+one image that keep those sizes in the graph; the detector's resize to a fixed square
+(``loopline.training.detection.models``) keeps the anchors' count a true constant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +73,66 @@ def _tensor_detector(model: Any) -> Any:
     return TensorDetector(model).eval()
 
 
+def _traceable_decode(coder: Any) -> Any:
+    """``BoxCoder.decode`` with the proposals' count taken from the tensor, not summed in Python."""
+    import torch
+
+    def decode(rel_codes: Any, boxes: Any) -> Any:
+        concat = torch.cat(boxes, dim=0)
+        return coder.decode_single(rel_codes, concat).reshape(concat.shape[0], rel_codes.shape[1] // 4, 4)
+
+    return decode
+
+
+def _single_image_postprocess(heads: Any) -> Any:
+    """``RoIHeads.postprocess_detections`` for one image (no split by a traced count), as torchvision
+    computes it: softmax, clip, drop the background, score threshold, small boxes, per-class NMS, top k."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.ops import boxes as box_ops
+
+    def postprocess(class_logits: Any, box_regression: Any, proposals: Any, image_shapes: Any) -> Any:
+        boxes = box_ops.clip_boxes_to_image(
+            heads.box_coder.decode(box_regression, proposals), image_shapes[0]
+        )
+        scores = F.softmax(class_logits, -1)
+        labels = (
+            torch.arange(class_logits.shape[-1], device=class_logits.device).view(1, -1).expand_as(scores)
+        )
+        boxes, scores, labels = (
+            boxes[:, 1:].reshape(-1, 4),
+            scores[:, 1:].reshape(-1),
+            labels[:, 1:].reshape(-1),
+        )
+        sure = torch.where(scores > heads.score_thresh)[0]
+        boxes, scores, labels = boxes[sure], scores[sure], labels[sure]
+        kept = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+        boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
+        kept = box_ops.batched_nms(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
+        return [boxes[kept]], [scores[kept]], [labels[kept]]
+
+    return postprocess
+
+
+@contextlib.contextmanager
+def _traceable(model: Any) -> Iterator[None]:
+    """A Faster R-CNN with ``_traceable_decode`` and ``_single_image_postprocess`` while it is exported;
+    other detectors unchanged."""
+    heads, rpn = getattr(model, "roi_heads", None), getattr(model, "rpn", None)
+    if heads is None or rpn is None:
+        yield
+        return
+    swapped = [(rpn.box_coder, "decode"), (heads.box_coder, "decode"), (heads, "postprocess_detections")]
+    rpn.box_coder.decode = _traceable_decode(rpn.box_coder)
+    heads.box_coder.decode = _traceable_decode(heads.box_coder)
+    heads.postprocess_detections = _single_image_postprocess(heads)
+    try:
+        yield
+    finally:
+        for owner, name in swapped:
+            del owner.__dict__[name]  # back to the class's method
+
+
 def export_detector_onnx(
     model: Any, path: Path, opset: int = 17, example_size: tuple[int, int] = (96, 128)
 ) -> Path:
@@ -82,16 +150,17 @@ def export_detector_onnx(
         name: {0: "detections"} for name in DETECTOR_OUTPUTS
     }
     try:
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=[DETECTOR_INPUT],
-            output_names=list(DETECTOR_OUTPUTS),
-            dynamic_axes=axes,
-            opset_version=opset,
-            dynamo=False,
-        )
+        with _traceable(model):
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(path),
+                input_names=[DETECTOR_INPUT],
+                output_names=list(DETECTOR_OUTPUTS),
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
     except Exception as exc:  # the exporters raise many kinds: name it, refuse the model
         raise DetectorExportRefused(
             f"The detector {type(model).__name__} could not be exported to ONNX ({type(exc).__name__}: "
