@@ -26,8 +26,10 @@ from loopline.services.credentials import ensure_personal_access_token, label_st
 from loopline.services.process import ProcessSpec
 from loopline.settings import Settings
 
-# Label Studio refuses storage endpoints on reserved networks (SSRF protection). When the S3 endpoint is
-# on this machine (MinIO, moto), loopline lifts the ban for loopback only and keeps the rest of the list.
+# Label Studio refuses storage endpoints and ML backends on reserved networks (SSRF protection). When the
+# S3 endpoint is on this machine (MinIO, moto), or the platform binds loopback only (the laptop default:
+# the model servers that answer Label Studio's ML backend calls are on 127.0.0.1 too), loopline lifts the
+# ban for loopback only and keeps the rest of the list.
 SSRF_BANNED_EXCEPT_LOOPBACK = (
     "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.0.2.0/24,"
     "192.88.99.0/24,192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,203.0.113.0/24,224.0.0.0/4,"
@@ -75,9 +77,10 @@ def prefect_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _loopback_s3_env(settings: Settings) -> dict[str, str]:
-    host = httpx.URL(settings.s3_endpoint_url).host if settings.s3_endpoint_url else ""
-    if host in ("127.0.0.1", "localhost", "::1"):
+def _loopback_env(settings: Settings) -> dict[str, str]:
+    s3 = httpx.URL(settings.s3_endpoint_url).host if settings.s3_endpoint_url else ""
+    loopback = ("127.0.0.1", "localhost", "::1")
+    if s3 in loopback or settings.host in loopback:
         return {
             "USE_DEFAULT_BANNED_SUBNETS": "false",
             "USER_ADDITIONAL_BANNED_SUBNETS": SSRF_BANNED_EXCEPT_LOOPBACK,
@@ -233,7 +236,7 @@ def service_specs(settings: Settings) -> list[ProcessSpec]:
                 "FRONTEND_SENTRY_DSN": "",
                 "LATEST_VERSION_CHECK": "false",
                 "COLLECT_ANALYTICS": "false",
-                **_loopback_s3_env(settings),
+                **_loopback_env(settings),
             },
             port=settings.label_studio_port,
             host=host,
