@@ -171,3 +171,32 @@ def test_the_search_space_samples_detectors_and_keeps_classification_studies() -
     )
     with pytest.raises(ValueError, match="unknown detectors \\['yolo'\\]"):
         SearchSpace(detectors=["yolo"])
+
+
+def test_the_detection_task_scores_true_boxes_as_perfect_and_misses_as_zero(tmp_path: Path) -> None:
+    rows = scene_rows(tmp_path, 12)
+    _, val, mapping = loaders(rows)
+    truth = [t for _, targets in val for t in targets]
+
+    class Oracle(torch.nn.Module):  # answers each image with its true boxes, or with boxes shifted away
+        def __init__(self, shift: float) -> None:
+            super().__init__()
+            self.shift, self.seen = shift, 0
+
+        def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+            out = []
+            for _ in images:
+                t = truth[self.seen]
+                self.seen += 1
+                out.append(
+                    {
+                        "boxes": t["boxes"] + self.shift,
+                        "labels": t["labels"],
+                        "scores": torch.ones(len(t["labels"])),
+                    }
+                )
+            return out
+
+    task = DetectionTask(mapping.labels)
+    assert task.evaluate(Oracle(0.0), val, "cpu").score == pytest.approx(1.0)
+    assert task.evaluate(Oracle(30.0), val, "cpu").score == pytest.approx(0.0)
