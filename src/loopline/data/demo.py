@@ -73,14 +73,7 @@ def _plant_problems(
     folder: Path, images: np.ndarray, targets: np.ndarray, size: int, truth: dict[str, int]
 ) -> dict[str, int]:
     """Corrupt files and duplicates of the first images, so that collect has something to remove."""
-    first = [png_bytes(render_digit(img, size)) for img in images]
-    (folder / "empty.png").write_bytes(b"")
-    (folder / "truncated.png").write_bytes(first[0][: len(first[0]) // 2])
-    (folder / "notes.png").write_text("this is a text file with an image extension\n")
-    (folder / "tiny.png").write_bytes(png_bytes(Image.new("L", (4, 4), 255)))
-    (folder / "banner.png").write_bytes(png_bytes(Image.new("L", (400, 16), 255)))
-    for k in range(2):  # exact copies under other names
-        (folder / f"scan-copy-{k}.png").write_bytes(first[k])
+    plant_corrupt_and_copies(folder, [png_bytes(render_digit(img, size)) for img in images])
     for k in range(2, 5):  # near duplicates: the same digit, slightly brighter, saved as JPEG
         brighter = render_digit(images[k], size).point(lambda v: min(255, v + 6))
         buffer = io.BytesIO()
@@ -88,6 +81,19 @@ def _plant_problems(
         (folder / f"scan-retake-{k}.jpg").write_bytes(buffer.getvalue())
         truth[hashlib.sha256(buffer.getvalue()).hexdigest()] = int(targets[k])
     return {"corrupt or unusable": 5, "exact duplicates": 2, "near duplicates": 3}
+
+
+def plant_corrupt_and_copies(folder: Path, first: list[bytes]) -> None:
+    """Five files collect must refuse (empty, truncated, not an image, too small, extreme aspect ratio,
+    the truncated one cut from ``first[0]``) and exact copies of ``first[0]`` and ``first[1]`` under other
+    names (both demos plant them)."""
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "truncated.png").write_bytes(first[0][: len(first[0]) // 2])
+    (folder / "notes.png").write_text("this is a text file with an image extension\n")
+    (folder / "tiny.png").write_bytes(png_bytes(Image.new("L", (4, 4), 255)))
+    (folder / "banner.png").write_bytes(png_bytes(Image.new("L", (400, 16), 255)))
+    for k in range(2):  # exact copies under other names
+        (folder / f"scan-copy-{k}.png").write_bytes(first[k])
 
 
 def labeled_digit_rows(

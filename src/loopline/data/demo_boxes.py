@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from loopline.data.demo import GROUND_TRUTH_FILE, DemoData, png_bytes, render_digit
+from loopline.data.demo import (
+    GROUND_TRUTH_FILE,
+    DemoData,
+    plant_corrupt_and_copies,
+    png_bytes,
+    render_digit,
+)
 from loopline.data.labeled import PixelBox
 
 INK = 3  # an 8x8 cell with a value above this (of 16) is ink: the box is tight around those cells
@@ -145,14 +151,7 @@ def _plant_problems(
 ) -> dict[str, int]:
     """The classification demo's awkward files, made of scenes: corrupt files, exact copies and near
     duplicates (the same scene slightly brighter, saved as JPEG: same boxes, another hash)."""
-    first = [png_bytes(image) for image, _ in scenes]
-    (folder / "empty.png").write_bytes(b"")
-    (folder / "truncated.png").write_bytes(first[0][: len(first[0]) // 2])
-    (folder / "notes.png").write_text("this is a text file with an image extension\n")
-    (folder / "tiny.png").write_bytes(png_bytes(Image.new("L", (4, 4), 255)))
-    (folder / "banner.png").write_bytes(png_bytes(Image.new("L", (400, 16), 255)))
-    for k in range(2):  # exact copies under other names
-        (folder / f"scan-copy-{k}.png").write_bytes(first[k])
+    plant_corrupt_and_copies(folder, [png_bytes(image) for image, _ in scenes])
     for k in range(2, 5):
         image, scene = scenes[k]
         buffer = io.BytesIO()
