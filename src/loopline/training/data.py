@@ -33,7 +33,12 @@ class ClassMapping:
 
     @classmethod
     def from_rows(cls, rows: Sequence[LabeledRow]) -> ClassMapping:
-        return cls(tuple(sorted({r.label for r in rows}, key=_natural)))
+        return cls.from_labels({r.label for r in rows})
+
+    @classmethod
+    def from_labels(cls, labels: set[str]) -> ClassMapping:
+        """The labels in natural order (digit labels by value, then the others)."""
+        return cls(tuple(sorted(labels, key=_natural)))
 
     def index(self, label: str) -> int:
         return self.labels.index(label)

@@ -22,10 +22,6 @@ from loopline.training.data import SPLITS, ClassMapping, ReadBytes, load_images,
 OUTSIDE_TOLERANCE = 1.0  # px a box may pass the image edge (rounding); it is clipped, more is an error
 
 
-def _natural(label: str) -> tuple[int, Any]:
-    return (0, int(label)) if label.isdigit() else (1, label)
-
-
 def box_problems(row: LabeledRow, labels: Sequence[str] | None = None) -> list[str]:
     """What is wrong with one row's boxes: zero area, outside the image, a label outside ``labels``."""
     problems = []
@@ -71,7 +67,7 @@ def check_detection_rows(rows: Sequence[LabeledRow], labels: Sequence[str] | Non
             "The labeled boxes cannot train a detector: " + "; ".join(problems) + ". To fix this, label more "
             "images with boxes, and fix or delete the named boxes in Label Studio before exporting again."
         )
-    return ClassMapping(tuple(sorted(found, key=_natural)))
+    return ClassMapping.from_labels(found)
 
 
 def target_for(row: LabeledRow, mapping: ClassMapping, size: tuple[int, int]) -> dict[str, Any]:
