@@ -58,7 +58,7 @@ def rank_data(rows: list[LabeledRow], model: str | None) -> RankData:
         from loopline.training.detection.task import DetectionTask
 
         mapping = check_detection_rows(rows)
-        detector = model or "fasterrcnn_mobilenet_v3_large_320_fpn"
+        detector = model or "ssdlite320_mobilenet_v3_large"
         return RankData(
             "detection",
             DetectionImages(train_rows, mapping, build_detection_transform(True)),
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="Default: small_cnn, or fasterrcnn_mobilenet_v3_large_320_fpn for boxes.",
+        help="Default: small_cnn, or ssdlite320_mobilenet_v3_large for boxes.",
     )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32, help="Per process.")

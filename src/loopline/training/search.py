@@ -36,9 +36,11 @@ class SearchSpace(BaseModel):
 
     models: list[str] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
     detectors: list[str] = Field(
-        default_factory=lambda: ["fasterrcnn_mobilenet_v3_large_320_fpn"],
+        default_factory=lambda: ["ssdlite320_mobilenet_v3_large"],
         min_length=1,
-        description="Detectors tried when the labeled data has boxes (task_type detection).",
+        description="Detectors tried when the labeled data has boxes (task_type detection). Default: "
+        "SSDlite, about ten times faster a training image on a CPU than Faster R-CNN and learning the demo "
+        "from scratch.",
     )
     detector_batch_sizes: list[int] = Field(
         default_factory=lambda: [4, 8],
