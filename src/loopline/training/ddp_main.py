@@ -110,8 +110,14 @@ def main() -> None:
         rows = read_labeled_manifest(LocalStore(args.data_root), args.labeled_version)
         data = rank_data(rows, args.model)
         sampler: Any = torch.utils.data.DistributedSampler(cast(Any, data.train), shuffle=True, seed=0)
+        # a detector's BatchNorm on 1x1 maps cannot train on a last batch of one image: it is left out
+        single = data.task_type == "detection" and len(sampler) % args.batch_size == 1 < len(sampler)
         train_loader: Any = torch.utils.data.DataLoader(
-            cast(Any, data.train), batch_size=args.batch_size, sampler=sampler, collate_fn=data.collate
+            cast(Any, data.train),
+            batch_size=args.batch_size,
+            sampler=sampler,
+            collate_fn=data.collate,
+            drop_last=single,
         )
         val_loader: Any = torch.utils.data.DataLoader(
             cast(Any, data.val), batch_size=data.val_batch_size, collate_fn=data.collate
