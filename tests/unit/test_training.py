@@ -97,3 +97,43 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     ]
     parity = onnx_parity(model, path, batches)
     assert parity.samples == 24 and parity.max_abs_diff < 1e-4 and parity.top1_agreement == 1.0
+
+
+class _ScriptedTask:
+    """A task whose validation scores are given in advance (the loss trains a linear layer on nothing)."""
+
+    score_name = "score"
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = iter(scores)
+
+    def loss(self, net, batch, config):  # type: ignore[no-untyped-def]
+        return net(batch[0]).pow(2).mean(), len(batch[0])
+
+    def evaluate(self, model, loader, device):  # type: ignore[no-untyped-def]
+        from loopline.training.engine import Evaluation
+
+        return Evaluation(float("nan"), next(self.scores), None)
+
+
+@pytest.mark.parametrize(
+    ("scores", "epochs_run"),
+    [
+        ([0.0] * 8, 8),  # nothing learned yet (a detector's first epochs at mAP 0): no early stop
+        ([0.0, 0.0, 0.0, 0.2, 0.1, 0.1, 0.1, 0.1], 6),  # patience 2 counts from the first score above 0
+        ([0.5, 0.4, 0.4, 0.9, 0.1, 0.1, 0.1, 0.1], 3),
+    ],
+)
+def test_patience_counts_from_the_first_score_above_zero(
+    tmp_path: Path, scores: list[float], epochs_run: int
+) -> None:
+    import torch
+
+    from loopline.training.engine import TrainConfig, fit
+
+    data = torch.utils.data.TensorDataset(torch.ones(2, 3), torch.zeros(2))
+    batches = torch.utils.data.DataLoader(data, batch_size=2)
+    config = TrainConfig(epochs=8, patience=2, warmup_epochs=0)
+    result = fit(torch.nn.Linear(3, 1), batches, batches, config, tmp_path, task=_ScriptedTask(scores))
+    assert len(result.history) == epochs_run
+    assert result.stopped_early == (epochs_run < 8)

@@ -35,7 +35,9 @@ class TrainConfig:
     momentum: float = 0.9
     label_smoothing: float = 0.05
     warmup_epochs: int = 1
-    patience: int = 10  # epochs without a better validation score before stopping (small val sets are noisy)
+    # epochs without a better validation score before stopping (small val sets are noisy), counted once the
+    # score is above zero
+    patience: int = 10
     seed: int = 0
     deterministic: bool = True
     device: str = "cpu"
@@ -328,7 +330,9 @@ def fit(
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if on_epoch and is_main_process():
             on_epoch(metrics)
-        result.stopped_early = epoch - result.best_epoch >= config.patience
+        # patience counts from the first epoch that scores above zero: a detector trained from scratch
+        # scores mAP 0 for its first dozen or so epochs, and would otherwise stop before it learns
+        result.stopped_early = result.best_val_score > 0 and epoch - result.best_epoch >= config.patience
         if is_main_process():
             save_checkpoint(
                 checkpoint_dir,

@@ -56,12 +56,13 @@ class TrialSetup:
     task: Task
     eval_batch_size: int
     task_type: TaskType
+    image_size: int | None = None  # a detector's internal square (None: its default)
 
     def build(self, num_labels: int) -> Any:
         if self.task_type == "detection":
             from loopline.training.detection.models import build_detector
 
-            return build_detector(self.model_name, num_labels + 1)  # + the background
+            return build_detector(self.model_name, num_labels + 1, self.image_size)  # + the background
         return build_model(self.model_name, num_labels)
 
 
@@ -69,7 +70,14 @@ def trial_setup(task_type: TaskType, params: dict[str, Any], mapping: ClassMappi
     if task_type == "detection":
         from loopline.training.detection.task import DetectionTask
 
-        return TrialSetup(params["model"], 0, DetectionTask(mapping.labels), DETECTION_EVAL_BATCH, task_type)
+        return TrialSetup(
+            params["model"],
+            0,
+            DetectionTask(mapping.labels),
+            DETECTION_EVAL_BATCH,
+            task_type,
+            params.get("image_size"),
+        )
     task = ClassificationTask(params["label_smoothing"])
     return TrialSetup(params["model"], INPUT_SIZES[params["model"]], task, 256, task_type)
 

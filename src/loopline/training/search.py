@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 TaskType = Literal["classification", "detection"]
-DETECTION_ONLY = ("detectors", "detector_batch_sizes")
+DETECTION_ONLY = ("detectors", "detector_batch_sizes", "detector_image_sizes")
 CLASSIFICATION_ONLY = ("models", "label_smoothing", "batch_sizes")
 
 
@@ -41,6 +41,13 @@ class SearchSpace(BaseModel):
         description="Detectors tried when the labeled data has boxes (task_type detection). Default: "
         "SSDlite, about ten times faster a training image on a CPU than Faster R-CNN and learning the demo "
         "from scratch.",
+    )
+    detector_image_sizes: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="Detection: the square side (px) a detector resizes every image to inside the model; "
+        "None: each detector's own (loopline.training.detection.models.DETECTOR_SIZES). Smaller trains "
+        "faster on a CPU; objects should stay at least about 24 px.",
     )
     detector_batch_sizes: list[int] = Field(
         default_factory=lambda: [4, 8],
@@ -100,6 +107,8 @@ class SearchSpace(BaseModel):
             ),
             "optimizer": trial.suggest_categorical("optimizer", self.optimizers),
         }
+        if detection and self.detector_image_sizes:
+            params["image_size"] = trial.suggest_categorical("image_size", self.detector_image_sizes)
         if not detection:
             params["label_smoothing"] = trial.suggest_float(
                 "label_smoothing", self.label_smoothing.low, self.label_smoothing.high

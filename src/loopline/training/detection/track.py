@@ -58,7 +58,7 @@ def evaluate_and_log_detector(
     from loopline.training.train import TrainOutcome
 
     params = study.best_params
-    model = build_detector(params["model"], len(mapping.labels) + 1)
+    model = build_detector(params["model"], len(mapping.labels) + 1, params.get("image_size"))
     model.load_state_dict(torch.load(study.best_dir / BEST_WEIGHTS, weights_only=True))
     model.eval()
     test_loader = loaders(0, DETECTION_EVAL_BATCH, "test")
@@ -75,7 +75,7 @@ def evaluate_and_log_detector(
             "task_type": "detection",
             "labels": list(mapping.labels),
             "model": params["model"],
-            "image_size": DETECTOR_SIZES[params["model"]],
+            "image_size": params.get("image_size") or DETECTOR_SIZES[params["model"]],
         }
         (folder / "class_mapping.json").write_text(json.dumps(mapping_file))
         (folder / "trials.json").write_text(json.dumps([asdict(t) for t in study.trials], indent=1))
