@@ -18,8 +18,8 @@ mkdir -p .loopline
 shopt -s nullglob
 # One thread per torch/OpenMP pool: four processes share the cores, and idle OpenMP threads spin.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-# Four groups of about the same length, side by side: the laptop e2e; the team-tier e2e with some
-# integration modules that start whole platforms; the other integration modules test_a..p; the unit
+# Four groups of about the same length, side by side: the laptop e2e (classification); the team-tier e2e
+# (object detection on PostgreSQL + S3) with some integration modules that start whole platforms; the other integration modules test_a..p; the unit
 # tests with the other integration modules test_q..z.
 team=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
       tests/integration/test_automations.py tests/integration/test_services.py)

@@ -1,5 +1,9 @@
 """The team tier: the same two-round pipeline, through deploy and the A/B test, with every service on
-PostgreSQL and an S3 API server (`loopline services up --tier team`), changed by configuration alone.
+PostgreSQL and an S3 API server (`loopline services up --tier team`), changed by configuration alone. It
+runs the object-detection loop (`task_type="detection"`; the laptop-tier e2e runs classification): scenes
+of digits boxed by three DEMO ANNOTATORS, consensus boxes, a torchvision detector scored by COCO mAP and
+exported to ONNX, its boxes as round 2's pre-annotations, a mAP gate with a paired bootstrap, and an A/B
+test judged on the box F1 of the DEMO TRAFFIC CLIENT's feedback.
 
 Prefect's server, MLflow's backend store, Label Studio, the Optuna studies and the A/B event store each
 use their own PostgreSQL database; the data root, MLflow's artifacts and Prefect's results live in one
@@ -29,16 +33,33 @@ from loopline.services.credentials import label_studio_credentials
 from loopline.services.process import free_port
 from loopline.services.team import team_specs
 from loopline.settings import TEAM_BUCKET, Settings
-from tests.e2e.test_pipeline import (
-    DIGITS,
-    ONE_TRIAL_SPACE,
-    start_demo_annotator,
-    start_pipeline,
-    wait_for_state,
-)
+from tests.e2e.test_pipeline import DIGITS, start_demo_annotator, start_pipeline, wait_for_state
 from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
+MODEL = "loopline-detector"
+# one trial a round (HPO has its own tests): SSDlite resizing to 160 px, AdamW, batches of 4, 30 epochs (it
+# learns the demo's digits from scratch in a minute or two of CPU)
+DETECTOR_SPACE = {
+    "optimizers": ["adamw"],
+    "lr": {"low": 0.008, "high": 0.012, "log": True},
+    "detector_batch_sizes": [4],
+    "detector_image_sizes": [160],
+}
+
+
+def box_labels(budget: int, **more: object) -> dict[str, object]:
+    """The label stage's parameters for boxes: three annotators an image, consensus by majority."""
+    return {
+        "task_type": "detection",
+        "labels": DIGITS,
+        "budget": budget,
+        "annotators_per_task": 3,
+        "max_annotators_per_task": 3,
+        "min_box_f1": 0.5,
+        "poll_seconds": 1,
+        **more,
+    }
 
 
 def restart_postgres(settings: Settings) -> None:
@@ -90,19 +111,19 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         statuses = run(["loopline", "services", "status"], env)
         assert re.search(r"postgres +healthy", statuses.stdout) and re.search(r"s3 +healthy", statuses.stdout)
         assert run(["loopline", "deploy"], env).returncode == 0
-        assert run(["loopline", "demo-data", str(home / "demo")], env).returncode == 0
+        made = run(["loopline", "demo-data", str(home / "demo"), "--task-type", "detection"], env)
+        assert made.returncode == 0, made.stdout + made.stderr
         api = env["PREFECT_API_URL"]
         round_one = {
             "collect": {"source": str(home / "demo" / "round-1")},
-            "label": {"labels": DIGITS, "budget": 120, "poll_seconds": 1},  # a person approves the labels
-            "train": {
-                "epochs": 12,
-                "n_trials": 1,
-                "experiment": "team",
-                "search_space": ONE_TRIAL_SPACE,
-            },
+            "label": box_labels(70),  # a person approves the labels
+            "train": {"epochs": 30, "n_trials": 1, "experiment": "team", "search_space": DETECTOR_SPACE},
             "train_deployment": "train-model/local",
-            "register": {"auto_approve": True},
+            "register": {
+                "model_name": MODEL,
+                "auto_approve": True,
+                "detection_gate": {"resamples": 100, "min_gain": -0.5},
+            },
         }
         first = start_pipeline(round_one, env)
         wait_for_artifact(api, "label-progress")  # round 1 waits for its labels: restart PostgreSQL then
@@ -137,11 +158,11 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
             round_two = {
                 **round_one,
                 "collect": {"source": str(home / "demo" / "round-2")},
-                "label": {"labels": DIGITS, "budget": 40, "poll_seconds": 1, "auto_approve": True},
+                "label": box_labels(30, auto_approve=True, preannotation_min_score=0.3),
                 "deploy": {"promote_directly": False},
                 "rollout": {
                     "ramp": {"min_step_seconds": 2, "min_step_requests": 20, "max_duration_seconds": 60},
-                    "statistics": {"margin": 0.1, "min_feedback_per_arm": 30, "min_requests_per_arm": 30,
+                    "statistics": {"margin": 0.5, "min_feedback_per_arm": 30, "min_requests_per_arm": 30,
                                    "latency_quantile": 0.9,
                                    # four suites at once in CI: latency is noise
                                    "latency_ratio": 3.0, "latency_slack_ms": 100, "step_up_on": "no_harm",
@@ -154,8 +175,8 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
             }  # fmt: skip
             third = start_pipeline(round_two, env)
             traffic = subprocess.Popen(
-                [str(BIN / "loopline"), "demo-traffic", "--rate", "30", "--seconds", "900",
-                 "--feedback-delay", "0.5"],
+                [str(BIN / "loopline"), "demo-traffic", "--task-type", "detection", "--rate", "15",
+                 "--seconds", "900", "--feedback-delay", "0.5"],
                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
             wait_for_state(api, third, {"COMPLETED"}, timeout=900)
@@ -178,26 +199,41 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         labeled = sorted(store.list_keys("labels/"))
         assert len(labeled) == 2
         rows = [read_labeled_manifest(store, Path(key).stem) for key in labeled]
-        assert sorted(len(r) for r in rows) == [pytest.approx(120, abs=12), pytest.approx(160, abs=16)]
+        assert sorted(len(r) for r in rows) == [pytest.approx(70, abs=7), pytest.approx(100, abs=10)]
+        truth = json.loads((home / "demo" / "ground_truth.json").read_text())
+        latest = max(rows, key=len)
+        assert all(r.boxes is not None for r in latest) and any(not r.boxes for r in latest)  # negatives
+        found = sum(len(r.boxes or ()) for r in latest)
+        true = sum(len(truth[r.content_hash]["boxes"]) for r in latest)
+        assert 0.85 * true <= found <= 1.1 * true  # consensus of three annotators who miss and jitter
         objects = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=TEAM_BUCKET)
                    for o in page.get("Contents", [])}  # fmt: skip
         assert any(k.startswith("mlflow/") and k.endswith("model.onnx") for k in objects)  # MLflow artifacts
         assert any(k.startswith("results/") for k in objects)  # the training run's result, across runs
 
         client = mlflow.MlflowClient(f"http://127.0.0.1:{env['LOOPLINE_MLFLOW_PORT']}")
-        versions = client.search_model_versions("name = 'loopline-classifier'")
+        versions = client.search_model_versions(f"name = '{MODEL}'")
         assert sorted(v.version for v in versions) == ["1", "2"]  # the restart duplicated nothing
-        champion = client.get_model_version_by_alias("loopline-classifier", "champion")
+        champion = client.get_model_version_by_alias(MODEL, "champion")
         assert champion.version in {"1", "2"}
+        for version in ("1", "2"):  # COCO mAP on the test split, ONNX parity
+            trained = client.get_run(client.get_model_version(MODEL, version).run_id).data.metrics
+            print(f"v{version}: test mAP {trained['test_map']:.3f}, mAP@.5 {trained['test_map50']:.3f}")
+            assert trained["test_map50"] > 0.02 and trained["onnx_parity_ok"] == 1.0
+        assert "training.test_map" in client.get_model_version(MODEL, "2").tags
 
         token = label_studio_credentials(settings).token.get_secret_value()
         assert token.count(".") == 2  # a personal access token (JWT): the server has legacy tokens off
         with LabelStudio(f"http://127.0.0.1:{env['LOOPLINE_LABEL_STUDIO_PORT']}", token) as studio:
             projects = studio.request("GET", "/api/projects")["results"]
-            assert len(projects) == 2 and sorted(p["task_number"] for p in projects) == [40, 120]
+            assert len(projects) == 2 and sorted(p["task_number"] for p in projects) == [30, 70]
+            tasks = studio.tasks_with_annotations(max(p["id"] for p in projects))
+        predicted = [t for t in tasks if t.get("predictions")]  # round 2: the champion's boxes
+        assert predicted and all(t["predictions"][0]["model_version"] == f"{MODEL} v1" for t in predicted)
+        assert all(r["type"] == "rectanglelabels" for t in predicted for r in t["predictions"][0]["result"])
 
         events = EventStore(settings.resolved_event_store_url)
-        experiment = events.get_experiment("loopline-classifier-v2")
+        experiment = events.get_experiment(f"{MODEL}-v2")
         assert experiment is not None and experiment.state.status in {"stopped", "rolled_back"}
         weights = [d.weight_after for d in events.list_decisions(experiment.state.name)]
         assert weights[0] == 0.1 and weights[-1] == 0.0, weights
@@ -205,6 +241,7 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         assert promoted == (champion.version == "2"), (experiment.state, weights)
         arms = events.arm_summaries(experiment.state.name)
         assert arms["challenger"].requests > 20 and arms["champion"].requests > 20
+        assert 0 < arms["champion"].correct <= arms["champion"].feedback  # box F1 per request, summed
 
         with psycopg.connect(settings.team_database_url("optuna").replace("+psycopg", "")) as conn:
             studies = conn.execute("SELECT count(*) FROM studies").fetchone()
@@ -218,9 +255,10 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         assert traced.returncode == 0, traced.stdout + traced.stderr
         chain = json.loads(traced.stdout)
         assert chain["complete"] and chain["model"]["version"] == champion.version
-        loop = run(["loopline", "status"], env)
+        loop = run(["loopline", "status", "--model", MODEL], env)
         assert loop.returncode == 0 and "postgres" in loop.stdout, loop.stdout + loop.stderr
-        doctor = run(["loopline", "doctor", "--json"], env)  # the whole configuration checks out
+        # the whole configuration checks out
+        doctor = run(["loopline", "doctor", "--json", "--model", MODEL], env)
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         checks = json.loads(doctor.stdout)
         print(checks)
