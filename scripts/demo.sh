@@ -25,9 +25,11 @@ export LOOPLINE_ROUTER_SAMPLE_RATE=${LOOPLINE_ROUTER_SAMPLE_RATE:-0.1}
 .venv/bin/loopline services up
 eval "$(.venv/bin/loopline env)"
 .venv/bin/loopline deploy
-.venv/bin/loopline demo-data "$LOOPLINE_HOME/demo" --task-type "$task"
+demo="$LOOPLINE_HOME/demo"  # the detection demo's scenes in a folder of their own
+[[ $task == detection ]] && demo="$LOOPLINE_HOME/demo-detection"
+.venv/bin/loopline demo-data "$demo" --task-type "$task"
 # The DEMO ANNOTATOR stands in for people: it answers the Label Studio tasks from the demo ground truth.
-.venv/bin/loopline demo-annotate "$LOOPLINE_HOME/demo/ground_truth.json" --seconds 1800 \
+.venv/bin/loopline demo-annotate "$demo/ground_truth.json" --seconds 1800 \
   > "$LOOPLINE_HOME/logs/demo-annotator.log" 2>&1 &
 annotator=$!
 trap 'kill $annotator 2>/dev/null || true' EXIT
@@ -55,7 +57,7 @@ for round in 1 2; do
     traffic=$!
     trap 'kill $annotator $traffic 2>/dev/null || true' EXIT
   fi
-  params="{\"params\": {\"collect\": {\"source\": \"$LOOPLINE_HOME/demo/round-$round\"},
+  params="{\"params\": {\"collect\": {\"source\": \"$demo/round-$round\"},
     \"label\": {\"task_type\": \"$task\", \"labels\": [\"0\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"], \"auto_approve\": true, \"budget\": 200},
     \"train\": {\"epochs\": $epochs, \"n_trials\": $trials$space}, \"train_deployment\": \"train-model/local\",
     \"register\": {\"model_name\": \"$model\", \"auto_approve\": true}$extra}}"
