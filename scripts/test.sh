@@ -18,23 +18,23 @@ mkdir -p .loopline
 shopt -s nullglob
 # One thread per torch/OpenMP pool: four processes share the cores, and idle OpenMP threads spin.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-# Four groups of about the same length, side by side: the laptop e2e (classification); the team-tier e2e
-# (object detection on PostgreSQL + S3) with some integration modules that start whole platforms; the other integration modules test_a..p; the unit
-# tests with the other integration modules test_q..z.
-team=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
+# Four groups of about the same length, side by side: the team-tier e2e (object detection on PostgreSQL +
+# S3); the laptop e2e (classification) with some integration modules that start whole platforms; the other
+# integration modules test_a..p; the unit tests with the other integration modules test_q..z.
+platforms=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
       tests/integration/test_automations.py tests/integration/test_services.py)
 first_half=()
 for module in tests/integration/test_[a-p]*.py; do
-  [[ " ${team[*]} " == *" $module "* ]] || first_half+=("$module")
+  [[ " ${platforms[*]} " == *" $module "* ]] || first_half+=("$module")
 done
 second_half=()
 for module in tests/integration/test_[q-z]*.py; do
-  [[ " ${team[*]} " == *" $module "* ]] || second_half+=("$module")
+  [[ " ${platforms[*]} " == *" $module "* ]] || second_half+=("$module")
 done
 echo "== pytest: the e2e tests and integration test_a..p in the background (logs in .loopline/test-*.log)"
-"${pytest[@]}" tests/e2e/test_pipeline.py >.loopline/test-e2e.log 2>&1 &
+"${pytest[@]}" tests/e2e/test_pipeline.py "${platforms[@]}" >.loopline/test-e2e.log 2>&1 &
 e2e=$!
-"${pytest[@]}" tests/e2e/test_pipeline_team.py "${team[@]}" >.loopline/test-team.log 2>&1 &
+"${pytest[@]}" tests/e2e/test_pipeline_team.py >.loopline/test-team.log 2>&1 &
 team_tier=$!
 "${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
 integration=$!
@@ -44,10 +44,10 @@ status=0
 echo "== pytest integration test_a..p"
 wait $integration || status=$?
 cat .loopline/test-integration.log
-echo "== pytest tests/e2e/test_pipeline_team.py and the team group"
+echo "== pytest tests/e2e/test_pipeline_team.py"
 wait $team_tier || status=$?
 cat .loopline/test-team.log
-echo "== pytest tests/e2e/test_pipeline.py"
+echo "== pytest tests/e2e/test_pipeline.py and the modules that start whole platforms"
 wait $e2e || status=$?
 cat .loopline/test-e2e.log
 exit $status

@@ -38,13 +38,13 @@ from tests.platform import BIN, ROOT, run, running_platform
 
 pytestmark = pytest.mark.e2e
 MODEL = "loopline-detector"
-# one trial a round (HPO has its own tests): SSDlite resizing to 160 px, AdamW, batches of 4, 30 epochs (it
+# one trial a round (HPO has its own tests): SSDlite resizing to 128 px, AdamW, batches of 4, 26 epochs (it
 # learns the demo's digits from scratch in a minute or two of CPU)
 DETECTOR_SPACE = {
     "optimizers": ["adamw"],
     "lr": {"low": 0.008, "high": 0.012, "log": True},
     "detector_batch_sizes": [4],
-    "detector_image_sizes": [160],
+    "detector_image_sizes": [128],
 }
 
 
@@ -117,7 +117,7 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         round_one = {
             "collect": {"source": str(home / "demo" / "round-1")},
             "label": box_labels(70),  # a person approves the labels
-            "train": {"epochs": 30, "n_trials": 1, "experiment": "team", "search_space": DETECTOR_SPACE},
+            "train": {"epochs": 26, "n_trials": 1, "experiment": "team", "search_space": DETECTOR_SPACE},
             "train_deployment": "train-model/local",
             "register": {
                 "model_name": MODEL,
