@@ -158,7 +158,7 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
             round_two = {
                 **round_one,
                 "collect": {"source": str(home / "demo" / "round-2")},
-                "label": box_labels(30, auto_approve=True, preannotation_min_score=0.3),
+                "label": box_labels(30, auto_approve=True, preannotation_min_score=0.05),
                 "deploy": {"promote_directly": False},
                 "rollout": {
                     "ramp": {"min_step_seconds": 2, "min_step_requests": 20, "max_duration_seconds": 60},
