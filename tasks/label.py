@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Mapping
@@ -30,7 +31,12 @@ from loopline.errors import LabelStudioUnavailable
 from loopline.labeling.agreement import AgreementReport, agreement_parameter_problems, agreement_report
 from loopline.labeling.box_consensus import BoxLabels, box_labels
 from loopline.labeling.configs import LabelConfig, parse_label_config, render_label_config
-from loopline.labeling.detection import DetectionAgreement, detection_agreement_report, parse_detection_export
+from loopline.labeling.detection import (
+    DetectionAgreement,
+    detection_agreement_report,
+    labeled_coco,
+    parse_detection_export,
+)
 from loopline.labeling.export import ExportSummary, parse_classification_export
 from loopline.labeling.labeled import build_detection_rows, build_labeled_rows
 from loopline.labeling.report import render_labeled_manifest
@@ -433,6 +439,9 @@ def write_labeled(
         [*prior, *(r for r in new_rows if r.content_hash not in known)], key=lambda r: r.content_hash
     )
     version, uri = write_labeled_manifest(store, rows)
+    if isinstance(summary, BoxLabels) and not store.exists(f"labels/{version}.coco.json"):
+        coco = labeled_coco(rows, params.labels)  # the consensus boxes, image ids the task ids
+        store.put_bytes(f"labels/{version}.coco.json", json.dumps(coco).encode())
     in_dataset = {r.content_hash for r in new_rows}
     earlier = sorted(in_dataset & known)  # labeled in an earlier round: that label is kept
     outside = sorted(i.content_hash for i in summary.items if i.content_hash not in in_dataset)

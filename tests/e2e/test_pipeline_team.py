@@ -196,8 +196,10 @@ def test_two_rounds_on_postgresql_and_s3(tmp_path: Path) -> None:
         s3 = make_s3_client(settings)
         store = S3Store(f"s3://{TEAM_BUCKET}/data", s3)
         assert len(store.list_keys("manifests/")) == 2  # two rounds, the concurrent start added none
-        labeled = sorted(store.list_keys("labels/"))
+        labeled = sorted(k for k in store.list_keys("labels/") if k.endswith(".jsonl"))
         assert len(labeled) == 2
+        coco = json.loads(store.get_bytes(labeled[0].replace(".jsonl", ".coco.json")))  # consensus boxes
+        assert coco["images"] and {c["name"] for c in coco["categories"]} == set(DIGITS)
         rows = [read_labeled_manifest(store, Path(key).stem) for key in labeled]
         assert sorted(len(r) for r in rows) == [pytest.approx(70, abs=7), pytest.approx(100, abs=10)]
         truth = json.loads((home / "demo" / "ground_truth.json").read_text())

@@ -119,3 +119,29 @@ def test_rotated_boxes_without_an_image_size_are_dropped_and_named() -> None:
     del region["original_width"], region["original_height"]
     summary = parse_detection_export(only([region]), CONFIG)
     assert summary.counts["boxes dropped: rotated, no image size"] == 1 and summary.counts["boxes"] == 0
+
+
+def test_labeled_coco_holds_the_consensus_boxes_by_task_id() -> None:
+    from pycocotools.coco import COCO
+
+    from loopline.data.labeled import LabeledRow, PixelBox
+    from loopline.labeling.detection import labeled_coco
+
+    rows = [
+        LabeledRow("h2", "s3://b/2.png", "", "test", "d", 1, 1, 12, (), (), (40, 30)),  # a negative
+        LabeledRow(
+            "h1", "s3://b/1.png", "dog", "train", "d", 1, 1, 11, (), (PixelBox("dog", 1, 2, 10, 5),), (50, 40)
+        ),
+        LabeledRow("h3", "s3://b/3.png", "cat", "train", "d", 1, 1, 13, ()),  # classification: left out
+    ]
+    coco = labeled_coco(rows, ("cat", "dog"))
+    assert [i["id"] for i in coco["images"]] == [11, 12]
+    first = coco["images"][0]
+    assert (first["file_name"], first["width"], first["height"]) == ("s3://b/1.png", 50, 40)
+    assert (first["content_hash"], first["split"]) == ("h1", "train")
+    loaded = COCO()
+    loaded.dataset = coco
+    loaded.createIndex()
+    [box] = loaded.loadAnns(loaded.getAnnIds(imgIds=[11]))
+    assert box["bbox"] == [1, 2, 10, 5] and loaded.loadCats(box["category_id"])[0]["name"] == "dog"
+    assert loaded.getAnnIds(imgIds=[12]) == []

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from loopline.data.labeled import AnnotationRecord
+from loopline.data.labeled import AnnotationRecord, LabeledRow
 from loopline.labeling.agreement import Box, box_agreement
 from loopline.labeling.configs import LabelConfig
 
@@ -250,4 +250,40 @@ def to_coco(
                     "iscrowd": 0,
                 }
             )
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def labeled_coco(rows: Sequence[LabeledRow], labels: Sequence[str]) -> dict[str, Any]:
+    """COCO detection JSON of a labeled manifest's detection rows: the consensus boxes (pixels), image ids
+    the Label Studio task ids, each image's split and content hash kept beside it; rows without boxes
+    (classification) are left out, rows with an empty box tuple are negatives."""
+    index = {label: i for i, label in enumerate(labels)}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for row in sorted(rows, key=lambda r: r.task_id):
+        if row.boxes is None or row.image_size is None:
+            continue
+        width, height = row.image_size
+        images.append(
+            {
+                "id": row.task_id,
+                "file_name": row.stored_uri,
+                "width": width,
+                "height": height,
+                "content_hash": row.content_hash,
+                "split": row.split,
+            }
+        )
+        annotations += [
+            {
+                "id": len(annotations) + k + 1,
+                "image_id": row.task_id,
+                "category_id": index[box.label],
+                "bbox": [box.x, box.y, box.width, box.height],
+                "area": box.width * box.height,
+                "iscrowd": 0,
+            }
+            for k, box in enumerate(row.boxes)
+        ]
+    categories = [{"id": i, "name": label} for label, i in index.items()]
     return {"images": images, "annotations": annotations, "categories": categories}
