@@ -11,7 +11,7 @@ case $task in
   classification) model=loopline-classifier; epochs=30; trials=4; traffic_rate=60; space="" ;;
   # SSDlite resizing to 160 px (the demo's canvases are 96-128 px): it learns the digits from scratch in
   # about 30 epochs on a CPU
-  detection) model=loopline-detector; epochs=30; trials=2; traffic_rate=15
+  detection) model=loopline-detector; epochs=30; trials=2; traffic_rate=30
     space=", \"search_space\": {\"detector_image_sizes\": [160], \"optimizers\": [\"adamw\"],
       \"lr\": {\"low\": 0.005, \"high\": 0.012, \"log\": true}}" ;;
   *) echo "usage: bash scripts/demo.sh [classification|detection]" >&2; exit 2 ;;
