@@ -8,10 +8,10 @@
 set -euo pipefail
 task=${1:-classification}
 case $task in
-  classification) model=loopline-classifier; epochs=30; trials=4; traffic_rate=60; space="" ;;
+  classification) model=loopline-classifier; epochs=30; trials=4; traffic_rate=60; traffic_seconds=900; space="" ;;
   # SSDlite resizing to 160 px (the demo's canvases are 96-128 px): it learns the digits from scratch in
   # about 30 epochs on a CPU
-  detection) model=loopline-detector; epochs=30; trials=2; traffic_rate=30
+  detection) model=loopline-detector; epochs=30; trials=2; traffic_rate=30; traffic_seconds=3600
     space=", \"search_space\": {\"detector_image_sizes\": [160], \"optimizers\": [\"adamw\"],
       \"lr\": {\"low\": 0.005, \"high\": 0.012, \"log\": true}}" ;;
   *) echo "usage: bash scripts/demo.sh [classification|detection]" >&2; exit 2 ;;
@@ -52,7 +52,7 @@ for round in 1 2; do
       \"grace_seconds\": 10, \"statistics\": {\"margin\": 0.05, \"step_up_on\": \"no_harm\",
       \"min_feedback_per_arm\": 150, \"min_requests_per_arm\": 150, \"latency_quantile\": 0.95,
       \"tune_feedback\": 2000, \"tune_requests\": 4000}}"
-    .venv/bin/loopline demo-traffic --task-type "$task" --rate "$traffic_rate" --seconds 900 \
+    .venv/bin/loopline demo-traffic --task-type "$task" --rate "$traffic_rate" --seconds "$traffic_seconds" \
       > "$LOOPLINE_HOME/logs/demo-traffic.log" 2>&1 &
     traffic=$!
     trap 'kill $annotator $traffic 2>/dev/null || true' EXIT
