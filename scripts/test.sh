@@ -34,7 +34,7 @@ done
 echo "== pytest: the e2e tests and integration test_a..p in the background (logs in .loopline/test-*.log)"
 "${pytest[@]}" tests/e2e/test_pipeline.py "${platforms[@]}" >.loopline/test-e2e.log 2>&1 &
 e2e=$!
-"${pytest[@]}" tests/e2e/test_pipeline_team.py >.loopline/test-team.log 2>&1 &
+"${pytest[@]}" -rP tests/e2e/test_pipeline_team.py >.loopline/test-team.log 2>&1 &
 team_tier=$!
 "${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
 integration=$!

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+
+import httpx
 
 from loopline.services.process import free_port
 from tests.api_probe import PROBE_FILE_VARIABLE, probing
@@ -50,4 +53,26 @@ def running_platform(home: Path, extra_env: dict[str, str] | None = None) -> Ite
         with probing(env["PREFECT_API_URL"], Path(probe_file) if probe_file else None):
             yield env
     finally:
+        print_timeline(env["PREFECT_API_URL"])
         run(["loopline", "services", "down"], env, timeout=120)
+
+
+def print_timeline(api: str) -> None:
+    """Every flow and task run of the platform, oldest first, with its duration: where an e2e spent its time
+    (pytest shows it when the test fails)."""
+    try:
+        flows = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_ASC", "limit": 200}).json()
+        tasks = httpx.post(f"{api}/task_runs/filter", json={"limit": 200}).json()
+    except httpx.HTTPError as error:
+        print(f"timeline: the Prefect API did not answer ({error})")
+        return
+    names = {f["id"]: f["name"] for f in flows}
+    rows = [(f["start_time"] or "", f"flow {f['name']}", f) for f in flows]
+    for task in tasks:
+        flow_name = names.get(task["flow_run_id"])
+        rows.append((task["start_time"] or "", f"  task {task['name']} ({flow_name})", task))
+    for start, name, run in sorted(rows, key=lambda row: row[0]):
+        took = ""
+        if start and run["end_time"]:
+            took = f"{(datetime.fromisoformat(run['end_time']) - datetime.fromisoformat(start)).seconds} s"
+        print(f"{start[11:19] or '--:--:--'} {took:>6} {run['state_type']:<9} {name}")

@@ -199,8 +199,9 @@ def test_keep_alive_requests_through_the_router_do_not_stall(stack: Stack) -> No
             assert answer.status_code == 200
     median_ms = statistics.median(timings) * 1000
     print(f"median /v1/predict through the router at concurrency 1: {median_ms:.2f} ms")
-    # a delayed-ACK stall on either side (client → router, router → model server) costs ~40 ms a request
-    assert median_ms < 10, f"median {median_ms:.1f} ms: a delayed-ACK stall (TCP_NODELAY off on a side)?"
+    # a delayed-ACK stall on either side (client → router, router → model server) costs ~40 ms a request;
+    # unstalled it takes 2-4 ms alone and up to 13 ms with three more test processes on two cores
+    assert median_ms < 30, f"median {median_ms:.1f} ms: a delayed-ACK stall (TCP_NODELAY off on a side)?"
 
 
 def test_a_higher_weight_moves_users_only_from_champion_to_challenger(stack: Stack) -> None:
