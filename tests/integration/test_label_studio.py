@@ -2,13 +2,14 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loopline.errors import LabelConfigMismatch, LabelStudioError, LabelStudioUnavailable, ProjectMissing
 from loopline.labeling.agreement import agreement_gate, agreement_report
 from loopline.labeling.configs import parse_label_config, render_label_config
-from loopline.labeling.demo_annotator import annotate_project
+from loopline.labeling.demo_annotator import annotate_project, has_open_tasks
 from loopline.labeling.export import parse_classification_export
 from loopline.labeling.predictions import classification_prediction, validate_predictions
 from loopline.labeling.report import render_agreement_report
@@ -122,6 +123,12 @@ def test_demo_annotator_export_and_agreement(studio: LabelStudio) -> None:
     assert report.items == 60 and 0.6 < (report.alpha or 0) < 1.0
 
 
+def listed(studio: LabelStudio, project_id: int) -> dict[str, Any]:
+    """The project as Label Studio's project list shows it (with its counters)."""
+    projects = studio.request("GET", "/api/projects", params={"page_size": 100})["results"]
+    return next(p for p in projects if p["id"] == project_id)
+
+
 def test_a_tie_gets_a_third_annotator_and_a_tie_at_the_cap_is_listed(studio: LabelStudio) -> None:
     project = studio.get_or_create_project("key-ties", "ties project", CONFIG_XML, 2)
     ids = studio.import_tasks(project.id, tasks(3, offset=100))
@@ -131,18 +138,21 @@ def test_a_tie_gets_a_third_annotator_and_a_tie_at_the_cap_is_listed(studio: Lab
             choice = {"from_name": "label", "to_name": "image", "type": "choices"}
             studio.annotate(task_id, [{**choice, "value": {"choices": [label]}}], completed_by=who)
     assert studio.progress(project.id).finished == 3
+    assert not has_open_tasks(listed(studio, project.id), 2)  # the demo annotator skips the project
     summary = parse_classification_export(studio.snapshot_export(project.id, "before")[1], CONFIG)
     asked = more_annotators(summary.ties, 3, {})
     assert asked == {ids[0]: 3, ids[1]: 3}
 
     studio.request_annotations(project.id, asked)
     assert studio.progress(project.id).finished == 1  # Label Studio sees both as needing an annotation
+    assert has_open_tasks(listed(studio, project.id), 2) and not has_open_tasks({"task_number": 0}, 2)
     assert studio.request("GET", f"/api/projects/{project.id}/next")["id"] in asked  # and queues them
     truth = {"h100": "cat", "h101": "eel", "h102": "eel"}  # h101's third vote keeps it tied: 1-1-1
     assert annotate_project(studio, project.id, CONFIG, truth, annotators=2, error_rate=0.0) == 2
     states = studio.task_states(project.id, list(asked))
     assert {t: (x.annotations, x.overlap) for t, x in states.items()} == {t: (3, 3) for t in asked}
     assert studio.progress(project.id).finished == 3
+    assert not has_open_tasks(listed(studio, project.id), 2) and has_open_tasks(listed(studio, project.id), 3)
 
     summary = parse_classification_export(studio.snapshot_export(project.id, "after")[1], CONFIG)
     assert {i.content_hash: i.label for i in summary.items} == {"h100": "cat", "h102": "eel"}

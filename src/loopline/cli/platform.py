@@ -279,6 +279,7 @@ def demo_annotate(
     from loopline.labeling.demo_annotator import (
         BoxErrors,
         annotate_tasks,
+        has_open_tasks,
         load_ground_truth,
         preannotation_savings,
     )
@@ -295,6 +296,8 @@ def demo_annotate(
                 projects = studio.request("GET", "/api/projects", params={"page_size": 100})["results"]
                 for project in projects:
                     if KEY_MARKER not in (project.get("description") or ""):
+                        continue
+                    if not has_open_tasks(project, annotators):  # reading every task each pass loads LS
                         continue
                     config = _demo_config(project["label_config"])
                     wanted = max(annotators, int(project.get("maximum_annotations") or 1))

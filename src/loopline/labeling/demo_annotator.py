@@ -275,6 +275,17 @@ def _answer(
     )
 
 
+def has_open_tasks(project: Mapping[str, Any], annotators: int) -> bool:
+    """Whether a project (as Label Studio lists it) may have a task the demo annotator should answer. Label
+    Studio counts the tasks whose annotations reach their overlap (``finished_task_number``; asking a task
+    for one more annotator unfinishes it), so a project whose every task is finished is skipped without
+    reading its tasks, unless the demo gives more annotations than the project asks for."""
+    tasks = int(project.get("task_number") or 0)
+    finished = int(project.get("finished_task_number") or 0)
+    asks_for = int(project.get("maximum_annotations") or 1)
+    return tasks > 0 and (finished < tasks or annotators > asks_for)
+
+
 def annotate_tasks(
     studio: LabelStudio,
     project_id: int,
