@@ -101,6 +101,18 @@ def class_mix_test(
     return DriftTest("prediction", "class_mix", float(result.statistic), float(result.pvalue), n_ref, n_cur)
 
 
+def holm(p_values: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down correction: which hypotheses are rejected, and the adjusted p-values (the running
+    maximum of ``(m - i) * p_(i)`` over the sorted p-values, at most 1). The same answers as statsmodels'
+    ``multipletests(method="holm")``, which also runs a full garbage collection on every call (a second in
+    a large process)."""
+    order = np.argsort(p_values, kind="stable")
+    m = len(p_values)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p_values[order]), 1.0)
+    return adjusted <= alpha, adjusted
+
+
 def correct(tests: Sequence[DriftTest], alpha: float, method: Correction) -> list[DriftTest]:
     """The tests with adjusted p-values and which are rejected, corrected together as one family."""
     if not tests:
@@ -108,7 +120,10 @@ def correct(tests: Sequence[DriftTest], alpha: float, method: Correction) -> lis
     from statsmodels.stats.multitest import multipletests
 
     p_values = np.array([t.p_value if math.isfinite(t.p_value) else 1.0 for t in tests])
-    rejected, adjusted, _, _ = multipletests(p_values, alpha=alpha, method=method)
+    if method == "holm":
+        rejected, adjusted = holm(p_values, alpha)
+    else:
+        rejected, adjusted, _, _ = multipletests(p_values, alpha=alpha, method=method)
     return [
         replace(test, adjusted_p=float(p), rejected=bool(r))
         for test, p, r in zip(tests, adjusted, rejected, strict=True)
