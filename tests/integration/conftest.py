@@ -1,6 +1,7 @@
-"""Fixtures several integration modules share: a real MLflow server per module (its URL, also the
-process's tracking URI), the Kubernetes API stand-in with a client of it, and a real Docker engine (started
-when none answers) with a registry and the serving image built from this checkout, once per session."""
+"""Fixtures several integration modules share: a real MLflow server (one per pytest process; its URL is
+also the process's tracking URI), the Kubernetes API stand-in with a client of it, and a real Docker engine
+(started when none answers) with a registry and the serving image built from this checkout, once per
+session."""
 
 from __future__ import annotations
 
@@ -16,13 +17,22 @@ from tests.k8s_stub import FakeKubernetesApi, running_k8s_stub
 from tests.platform import ROOT
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real MLflow server per pytest process (a start costs about 9 s of CPU); the modules keep apart by
+    their own registered model and experiment names."""
+    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
+        yield spec.url
+
+
 @pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def tracking_uri(mlflow_server: str) -> str:
+    """The shared MLflow server's URL, also the process's tracking URI (set again for every module, since a
+    module with its own server may have moved it)."""
     import mlflow
 
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield spec.url
+    mlflow.set_tracking_uri(mlflow_server)
+    return mlflow_server
 
 
 @pytest.fixture
