@@ -3,24 +3,15 @@ split's COCO mAP, per-class AP, a detection class mapping and the detector's ONN
 their validation mAP; a rerun returns the finished training."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from loopline.services.standalone import running_service
 from loopline.training.search import FloatRange, SearchSpace
 from loopline.training.train import TrainRequest, train_and_track
-from tests.platform import ROOT
 from tests.unit.test_detection_training import scene_rows
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        yield spec.url
 
 
 def test_a_detector_is_tracked_with_map_and_onnx_parity(tracking_uri: str, tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """Registry operations against a real MLflow server: idempotent registration with lineage tags, aliases
 moved with an audit trail, review decisions on the version, an unreachable server named."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -17,20 +16,16 @@ from loopline.registry.registry import (
     register_run,
     resolve_alias,
 )
-from loopline.services.standalone import running_service
 from tests.model_runs import logged_onnx_run
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def client(tracking_uri: str) -> object:
     import mlflow
 
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        yield mlflow.MlflowClient(spec.url)
+    return mlflow.MlflowClient(tracking_uri)
 
 
 def test_registering_a_run_twice_gives_one_version(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

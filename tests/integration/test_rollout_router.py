@@ -27,7 +27,6 @@ from loopline.rollout.assign import assign
 from loopline.rollout.events import ExperimentState
 from loopline.rollout.router_runner import state_to_json
 from loopline.services.process import free_port
-from loopline.services.standalone import running_service
 from tests.model_runs import logged_onnx_run
 from tests.platform import ROOT
 
@@ -79,80 +78,78 @@ def wait_ok(url: str, process: subprocess.Popen[bytes], stack_logs: Path, second
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Iterator[Stack]:
     import mlflow
 
     logs = tmp_path_factory.mktemp("logs")
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        client = mlflow.MlflowClient(spec.url)
-        for _ in range(2):  # versions 1 and 2: two trainings of the same model (different random weights)
-            run_id = logged_onnx_run(tmp_path_factory.mktemp("run"), labels=("cat", "dog"))
-            register_run(client, "routed", run_id, {}, "# routed in a test")
-        env = clean_env(LOOPLINE_HOME=str(logs / "home"), LOOPLINE_MLFLOW_TRACKING_URI=spec.url)
-        ports = {"champion": free_port(), "challenger": free_port()}
-        servers = {
-            role: start(
-                [
-                    str(LOOPLINE),
-                    "serve",
-                    "--model",
-                    "routed",
-                    "--version",
-                    version,
-                    "--port",
-                    str(ports[role]),
-                ],
-                logs / f"{role}.log",
-                env,
-            )
-            for role, version in (("champion", "1"), ("challenger", "2"))
-        }
-        state = ExperimentState(
-            name="it",
-            model="routed",
-            champion_version="1",
-            challenger_version="2",
-            champion_url=f"http://127.0.0.1:{ports['champion']}",
-            challenger_url=f"http://127.0.0.1:{ports['challenger']}",
-            seed=SEED,
-            weight=0.3,
-            step=0,
-            status="running",
+    client = mlflow.MlflowClient(tracking_uri)
+    for _ in range(2):  # versions 1 and 2: two trainings of the same model (different random weights)
+        run_id = logged_onnx_run(tmp_path_factory.mktemp("run"), labels=("cat", "dog"))
+        register_run(client, "routed", run_id, {}, "# routed in a test")
+    env = clean_env(LOOPLINE_HOME=str(logs / "home"), LOOPLINE_MLFLOW_TRACKING_URI=tracking_uri)
+    ports = {"champion": free_port(), "challenger": free_port()}
+    servers = {
+        role: start(
+            [
+                str(LOOPLINE),
+                "serve",
+                "--model",
+                "routed",
+                "--version",
+                version,
+                "--port",
+                str(ports[role]),
+            ],
+            logs / f"{role}.log",
+            env,
         )
-        state_file = logs / "state.json"
-        state_file.write_text(json.dumps(state_to_json(state)))
-        router_port = free_port()
-        router_env = clean_env(
-            LOOPLINE_ROUTER_PORT=str(router_port),
-            LOOPLINE_ROUTER_REFRESH_SECONDS="0.2",
-            LOOPLINE_ROUTER_CHALLENGER_TIMEOUT_S="2",
-        )
-        router = start(
-            [sys.executable, "-m", "loopline.rollout.router_runner", "--state-file", str(state_file)],
-            logs / "router.log",
-            router_env,
-        )
-        stack = Stack(
-            f"http://127.0.0.1:{router_port}",
-            state_file,
-            state,
-            servers["champion"],
-            servers["challenger"],
-            router,
-            logs,
-        )
-        try:
-            for role, process in servers.items():
-                wait_ok(f"http://127.0.0.1:{ports[role]}/v2/health/ready", process, logs)
-            wait_ok(f"{stack.router_url}/healthz", router, logs)
-            yield stack
-        finally:
-            for process in (router, *servers.values()):
-                if process.poll() is None:
-                    process.terminate()
-            for process in (router, *servers.values()):
-                process.wait(timeout=30)
+        for role, version in (("champion", "1"), ("challenger", "2"))
+    }
+    state = ExperimentState(
+        name="it",
+        model="routed",
+        champion_version="1",
+        challenger_version="2",
+        champion_url=f"http://127.0.0.1:{ports['champion']}",
+        challenger_url=f"http://127.0.0.1:{ports['challenger']}",
+        seed=SEED,
+        weight=0.3,
+        step=0,
+        status="running",
+    )
+    state_file = logs / "state.json"
+    state_file.write_text(json.dumps(state_to_json(state)))
+    router_port = free_port()
+    router_env = clean_env(
+        LOOPLINE_ROUTER_PORT=str(router_port),
+        LOOPLINE_ROUTER_REFRESH_SECONDS="0.2",
+        LOOPLINE_ROUTER_CHALLENGER_TIMEOUT_S="2",
+    )
+    router = start(
+        [sys.executable, "-m", "loopline.rollout.router_runner", "--state-file", str(state_file)],
+        logs / "router.log",
+        router_env,
+    )
+    stack = Stack(
+        f"http://127.0.0.1:{router_port}",
+        state_file,
+        state,
+        servers["champion"],
+        servers["challenger"],
+        router,
+        logs,
+    )
+    try:
+        for role, process in servers.items():
+            wait_ok(f"http://127.0.0.1:{ports[role]}/v2/health/ready", process, logs)
+        wait_ok(f"{stack.router_url}/healthz", router, logs)
+        yield stack
+    finally:
+        for process in (router, *servers.values()):
+            if process.poll() is None:
+                process.terminate()
+        for process in (router, *servers.values()):
+            process.wait(timeout=30)
 
 
 def png() -> bytes:

@@ -10,7 +10,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,26 +18,23 @@ from PIL import Image
 
 from loopline.registry.registry import CHAMPION, move_alias, register_run
 from loopline.services.process import free_port
-from loopline.services.standalone import running_service
 from tests.model_runs import logged_onnx_run
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
 
 LOOPLINE = Path(sys.executable).parent / "loopline"
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", autouse=True)
+def served_model(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The model ``served``, registered on the shared MLflow server with its champion set."""
     import mlflow
 
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        mlflow.set_tracking_uri(spec.url)
-        client = mlflow.MlflowClient(spec.url)
-        run_id = logged_onnx_run(tmp_path_factory.mktemp("run"), labels=("cat", "dog"))
-        version = register_run(client, "served", run_id, {}, "# served in a test").version
-        move_alias(client, "served", CHAMPION, version, "ci", "serve it")
-        yield spec.url
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = logged_onnx_run(tmp_path_factory.mktemp("run"), labels=("cat", "dog"))
+    version = register_run(client, "served", run_id, {}, "# served in a test").version
+    move_alias(client, "served", CHAMPION, version, "ci", "serve it")
+    return tracking_uri
 
 
 def serve(tracking_uri: str, home: Path, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:

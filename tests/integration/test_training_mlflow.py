@@ -1,7 +1,6 @@
 """Training with Optuna and MLflow against a real MLflow server: nested trial runs, resumed studies,
 the best model's test metrics, curves, confusion matrix and an ONNX model with a parity metric."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,18 +8,10 @@ import pytest
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.labeled import LabeledRow
 from loopline.data.store import LocalStore
-from loopline.services.standalone import running_service
 from loopline.training.search import FloatRange, SearchSpace
 from loopline.training.train import TrainRequest, train_and_track
-from tests.platform import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_service("mlflow", tmp_path_factory.mktemp("mlflow"), ROOT) as (spec, _):
-        yield spec.url
 
 
 def digit_rows(folder: Path, n: int = 500) -> list[LabeledRow]:
