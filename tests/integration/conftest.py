@@ -1,7 +1,7 @@
-"""Fixtures several integration modules share: a real MLflow server (one per pytest process; its URL is
-also the process's tracking URI), the Kubernetes API stand-in with a client of it, and a real Docker engine
-(started when none answers) with a registry and the serving image built from this checkout, once per
-session."""
+"""Fixtures several integration modules share: a real MLflow server and a real Prefect server (one each per
+pytest process; the MLflow URL is also the process's tracking URI), the Kubernetes API stand-in with a
+client of it, and a real Docker engine (started when none answers) with a registry and the serving image
+built from this checkout, once per session."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ def tracking_uri(mlflow_server: str) -> str:
 
     mlflow.set_tracking_uri(mlflow_server)
     return mlflow_server
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect server for flows run in the test process (``prefect_test_harness``), one per pytest
+    process (a start costs about 16 s of CPU); its API URL. Modules keep apart by their own names (blocks,
+    artifact keys, event names)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
 
 
 @pytest.fixture

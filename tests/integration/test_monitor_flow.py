@@ -105,9 +105,8 @@ def served_traffic(store: EventStore, root: Path, version: str, rng: np.random.G
 
 
 def test_the_monitor_finds_brighter_images_and_says_when_it_cannot_judge(
-    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tracking_uri: str, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.monitor import monitor_flow
     from loopline.monitoring.verdicts_store import latest_verdict
@@ -126,14 +125,13 @@ def test_the_monitor_finds_brighter_images_and_says_when_it_cannot_judge(
     settings = Settings()
     store = EventStore(settings.resolved_event_store_url)
     served_traffic(store, root, version, rng)
-    with prefect_test_harness(server_startup_timeout=180):
-        past = datetime.now(UTC) - timedelta(days=2)
-        empty = monitor_flow(MonitorParameters(model_name=NAME, until=past))
-        nobody = monitor_flow(MonitorParameters(model_name="never-registered"))
-        assert drift_events(timeout=3) == []  # nothing judged, nothing announced
-        verdict = monitor_flow(MonitorParameters(model_name=NAME))
-        [event] = drift_events(timeout=30)
-        artifacts = monitor_artifacts()
+    past = datetime.now(UTC) - timedelta(days=2)
+    empty = monitor_flow(MonitorParameters(model_name=NAME, until=past))
+    nobody = monitor_flow(MonitorParameters(model_name="never-registered"))
+    assert drift_events(timeout=3) == []  # nothing judged, nothing announced
+    verdict = monitor_flow(MonitorParameters(model_name=NAME))
+    [event] = drift_events(timeout=30)
+    artifacts = monitor_artifacts()
     assert empty.verdict == "no_data" and "no requests were routed" in empty.notes[0]
     assert nobody.verdict == "no_data" and "no champion" in nobody.notes[0]
     assert verdict.verdict == "drift" and verdict.champion_version == version, verdict

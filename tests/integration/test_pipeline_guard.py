@@ -6,7 +6,6 @@ MLflow server, a real S3 API server behind a relay the test cuts)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.integration
 DIGITS = [str(d) for d in range(10)]
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.fixture
 def no_later_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records any stage after collect that the pipeline reaches (none should be)."""
@@ -53,7 +44,7 @@ def params(source: str) -> Any:
 
 
 def test_nothing_new_completes_early_and_says_so(
-    harness: None,
+    prefect_api: str,
     tracking_uri: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -93,7 +84,7 @@ def test_nothing_new_completes_early_and_says_so(
 
 
 def test_an_unreachable_source_fails_the_run_with_a_named_error_and_writes_nothing(
-    harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_later_stages: list[str]
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_later_stages: list[str]
 ) -> None:
     import flows.collect
     import flows.pipeline
@@ -120,7 +111,7 @@ def test_an_unreachable_source_fails_the_run_with_a_named_error_and_writes_nothi
 
 
 def test_an_empty_incoming_folder_is_nothing_new_and_the_served_sample_alone_is_collected(
-    harness: None,
+    prefect_api: str,
     tracking_uri: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -165,7 +156,7 @@ def test_an_empty_incoming_folder_is_nothing_new_and_the_served_sample_alone_is_
 
 
 def test_an_s3_data_root_down_for_a_while_is_waited_out_and_one_down_for_good_is_named(
-    harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -40,10 +40,9 @@ def digit_png(seed: int) -> bytes:
 
 
 def test_images_users_sent_reach_label_studio_in_the_next_round(
-    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tracking_uri: str, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect import flow
-    from prefect.testing.utilities import prefect_test_harness
 
     from blocks.servers import BLOCK_NAME, LabelStudioServer
     from loopline.labeling.studio import LabelStudio
@@ -117,8 +116,7 @@ def test_images_users_sent_reach_label_studio_in_the_next_round(
             with LabelStudio(spec.url, token.get_secret_value()) as studio:
                 return set(studio.task_hashes(project.id))
 
-        with prefect_test_harness(server_startup_timeout=180):
-            LabelStudioServer(url=spec.url, api_key=token).save(BLOCK_NAME, overwrite=True)
-            in_label_studio = next_round_labeling()
+        LabelStudioServer(url=spec.url, api_key=token).save(BLOCK_NAME, overwrite=True)
+        in_label_studio = next_round_labeling()
         assert set(hashes) <= in_label_studio  # every served image, once each
         assert len(in_label_studio) == len(hashes) + 1  # and the round's own image

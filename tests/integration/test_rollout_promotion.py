@@ -24,10 +24,9 @@ NAME = "promoted"
 
 
 def test_a_failure_inside_the_promotion_undoes_the_alias_the_router_and_the_record(
-    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tracking_uri: str, prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect import flow
-    from prefect.testing.utilities import prefect_test_harness
     from prefect.transactions import transaction
 
     from tasks.rollout import move_champion_alias, record_promotion, route_all_to_challenger
@@ -54,26 +53,25 @@ def test_a_failure_inside_the_promotion_undoes_the_alias_the_router_and_the_reco
             if fail:
                 raise RuntimeError("a step after the three failed")
 
-    with prefect_test_harness(server_startup_timeout=180):
-        with pytest.raises(RuntimeError, match="a step after the three failed"):
-            promote(fail=True)
-        champion = resolve_alias(client, NAME, CHAMPION)
-        assert champion is not None and str(champion.version) == v1  # the alias went back
-        found = store.get_experiment(state.name)
-        assert found is not None and found.state.status == "awaiting_approval" and found.state.weight == 0
-        history = read_history(client, NAME)
-        assert [(r.version, r.state, r.reason) for r in history[-2:]] == [
-            (v2, "serving", "test"),
-            (v2, "replaced", "promotion undone"),
-        ]
-        audit = [json.loads(v) for k, v in sorted(client.get_registered_model(NAME).tags.items())
-                 if k.startswith("audit.")]  # fmt: skip
-        last = audit[-1]
-        assert (last["alias"], last["from_version"], last["to_version"]) == ("champion", v2, v1)
-        assert last["why"] == "promotion undone"
+    with pytest.raises(RuntimeError, match="a step after the three failed"):
+        promote(fail=True)
+    champion = resolve_alias(client, NAME, CHAMPION)
+    assert champion is not None and str(champion.version) == v1  # the alias went back
+    found = store.get_experiment(state.name)
+    assert found is not None and found.state.status == "awaiting_approval" and found.state.weight == 0
+    history = read_history(client, NAME)
+    assert [(r.version, r.state, r.reason) for r in history[-2:]] == [
+        (v2, "serving", "test"),
+        (v2, "replaced", "promotion undone"),
+    ]
+    audit = [json.loads(v) for k, v in sorted(client.get_registered_model(NAME).tags.items())
+             if k.startswith("audit.")]  # fmt: skip
+    last = audit[-1]
+    assert (last["alias"], last["from_version"], last["to_version"]) == ("champion", v2, v1)
+    assert last["why"] == "promotion undone"
 
-        promote(fail=False)  # the same steps, committed, stay
-        champion = resolve_alias(client, NAME, CHAMPION)
-        assert champion is not None and str(champion.version) == v2
-        found = store.get_experiment(state.name)
-        assert found is not None and (found.state.status, found.state.weight) == ("promoted", 1.0)
+    promote(fail=False)  # the same steps, committed, stay
+    champion = resolve_alias(client, NAME, CHAMPION)
+    assert champion is not None and str(champion.version) == v2
+    found = store.get_experiment(state.name)
+    assert found is not None and (found.state.status, found.state.weight) == ("promoted", 1.0)

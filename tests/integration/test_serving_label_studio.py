@@ -46,15 +46,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabelStud
             yield client, Path(settings.resolved_data_root), token
 
 
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[str]:
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield str(PREFECT_API_URL.value())
-
-
 @contextmanager
 def model_server(settings: ServingSettings, detector: LoadedDetector) -> Iterator[str]:
     """The model server (uvicorn, in a thread) on a free loopback port; its URL."""
