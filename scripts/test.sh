@@ -18,9 +18,11 @@ mkdir -p .loopline
 shopt -s nullglob
 # One thread per torch/OpenMP pool: four processes share the cores, and idle OpenMP threads spin.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-# Four groups of about the same length, side by side: the team-tier e2e (object detection on PostgreSQL +
-# S3); the laptop e2e (classification) with some integration modules that start whole platforms; the other
-# integration modules test_a..p; the unit tests with the other integration modules test_q..z.
+# Four groups side by side: the team-tier e2e (object detection on PostgreSQL + S3); the laptop e2e
+# (classification) with some integration modules that start whole platforms; the other integration modules
+# test_a..p; the unit tests with the other integration modules test_q..z. The two cores are busy throughout:
+# the last two groups run at a lower priority (nice 10), so the two e2e tests, each one long chain of steps,
+# get the CPU when they need it and the others fill the gaps.
 platforms=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
       tests/integration/test_automations.py tests/integration/test_services.py)
 first_half=()
@@ -36,11 +38,11 @@ echo "== pytest: the e2e tests and integration test_a..p in the background (logs
 e2e=$!
 "${pytest[@]}" -rP tests/e2e/test_pipeline_team.py >.loopline/test-team.log 2>&1 &
 team_tier=$!
-"${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
+nice -n 10 "${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
 integration=$!
 trap 'kill $e2e $team_tier $integration 2>/dev/null || true' EXIT
 status=0
-"${pytest[@]}" tests/unit "${second_half[@]}" || status=$?
+nice -n 10 "${pytest[@]}" tests/unit "${second_half[@]}" || status=$?
 echo "== pytest integration test_a..p"
 wait $integration || status=$?
 cat .loopline/test-integration.log
