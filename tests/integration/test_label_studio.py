@@ -9,7 +9,7 @@ import pytest
 from loopline.errors import LabelConfigMismatch, LabelStudioError, LabelStudioUnavailable, ProjectMissing
 from loopline.labeling.agreement import agreement_gate, agreement_report
 from loopline.labeling.configs import parse_label_config, render_label_config
-from loopline.labeling.demo_annotator import annotate_project, has_open_tasks
+from loopline.labeling.demo_annotator import annotate_project, has_open_tasks, listed_projects
 from loopline.labeling.export import parse_classification_export
 from loopline.labeling.predictions import classification_prediction, validate_predictions
 from loopline.labeling.report import render_agreement_report
@@ -124,9 +124,8 @@ def test_demo_annotator_export_and_agreement(studio: LabelStudio) -> None:
 
 
 def listed(studio: LabelStudio, project_id: int) -> dict[str, Any]:
-    """The project as Label Studio's project list shows it (with its counters)."""
-    projects = studio.request("GET", "/api/projects", params={"page_size": 100})["results"]
-    return next(p for p in projects if p["id"] == project_id)
+    """The project as the demo annotator lists it (with the counters it reads)."""
+    return next(p for p in listed_projects(studio) if p["id"] == project_id)
 
 
 def test_a_tie_gets_a_third_annotator_and_a_tie_at_the_cap_is_listed(studio: LabelStudio) -> None:
@@ -139,6 +138,7 @@ def test_a_tie_gets_a_third_annotator_and_a_tie_at_the_cap_is_listed(studio: Lab
             studio.annotate(task_id, [{**choice, "value": {"choices": [label]}}], completed_by=who)
     assert studio.progress(project.id).finished == 3
     assert not has_open_tasks(listed(studio, project.id), 2)  # the demo annotator skips the project
+    assert {"description", "label_config", "maximum_annotations"} <= listed(studio, project.id).keys()
     summary = parse_classification_export(studio.snapshot_export(project.id, "before")[1], CONFIG)
     asked = more_annotators(summary.ties, 3, {})
     assert asked == {ids[0]: 3, ids[1]: 3}

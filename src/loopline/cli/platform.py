@@ -280,6 +280,7 @@ def demo_annotate(
         BoxErrors,
         annotate_tasks,
         has_open_tasks,
+        listed_projects,
         load_ground_truth,
         preannotation_savings,
     )
@@ -293,7 +294,7 @@ def demo_annotate(
     with LabelStudio(settings.resolved_label_studio_url, token) as studio:
         while time.monotonic() < deadline:
             try:
-                projects = studio.request("GET", "/api/projects", params={"page_size": 100})["results"]
+                projects = listed_projects(studio)
                 for project in projects:
                     if KEY_MARKER not in (project.get("description") or ""):
                         continue
