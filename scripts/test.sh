@@ -18,25 +18,26 @@ mkdir -p .loopline
 shopt -s nullglob
 # One thread per torch/OpenMP pool: four processes share the cores, and idle OpenMP threads spin.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-# Four groups side by side: the team-tier e2e (object detection on PostgreSQL + S3); the laptop e2e
-# (classification) with some integration modules that start whole platforms; the other integration modules
+# Four groups side by side: the team-tier e2e (object detection on PostgreSQL + S3) with test_services; the
+# laptop e2e (classification) with the other integration modules that start whole platforms; the others
 # test_a..p; the unit tests with the other integration modules test_q..z. The two cores are busy throughout:
 # the last two groups run at a lower priority (nice 10), so the two e2e tests, each one long chain of steps,
 # get the CPU when they need it and the others fill the gaps.
 platforms=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
-      tests/integration/test_automations.py tests/integration/test_services.py)
+      tests/integration/test_automations.py)
+after_team=(tests/integration/test_services.py)
 first_half=()
 for module in tests/integration/test_[a-p]*.py; do
-  [[ " ${platforms[*]} " == *" $module "* ]] || first_half+=("$module")
+  [[ " ${platforms[*]} ${after_team[*]} " == *" $module "* ]] || first_half+=("$module")
 done
 second_half=()
 for module in tests/integration/test_[q-z]*.py; do
-  [[ " ${platforms[*]} " == *" $module "* ]] || second_half+=("$module")
+  [[ " ${platforms[*]} ${after_team[*]} " == *" $module "* ]] || second_half+=("$module")
 done
 echo "== pytest: the e2e tests and integration test_a..p in the background (logs in .loopline/test-*.log)"
 "${pytest[@]}" tests/e2e/test_pipeline.py "${platforms[@]}" >.loopline/test-e2e.log 2>&1 &
 e2e=$!
-"${pytest[@]}" -rP tests/e2e/test_pipeline_team.py >.loopline/test-team.log 2>&1 &
+"${pytest[@]}" -rP tests/e2e/test_pipeline_team.py "${after_team[@]}" >.loopline/test-team.log 2>&1 &
 team_tier=$!
 nice -n 10 "${pytest[@]}" "${first_half[@]}" >.loopline/test-integration.log 2>&1 &
 integration=$!
@@ -46,7 +47,7 @@ nice -n 10 "${pytest[@]}" tests/unit "${second_half[@]}" || status=$?
 echo "== pytest integration test_a..p"
 wait $integration || status=$?
 cat .loopline/test-integration.log
-echo "== pytest tests/e2e/test_pipeline_team.py"
+echo "== pytest tests/e2e/test_pipeline_team.py and test_services"
 wait $team_tier || status=$?
 cat .loopline/test-team.log
 echo "== pytest tests/e2e/test_pipeline.py and the modules that start whole platforms"
