@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -60,12 +61,18 @@ def running_platform(home: Path, extra_env: dict[str, str] | None = None) -> Ite
 def print_timeline(api: str) -> None:
     """Every flow and task run of the platform, oldest first, with its duration: where an e2e spent its time
     (pytest shows it when the test fails)."""
-    try:
-        flows = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_ASC", "limit": 200}).json()
-        tasks = httpx.post(f"{api}/task_runs/filter", json={"limit": 200}).json()
+    try:  # it runs in a `finally`: it must not hide the test's own failure
+        flows = httpx.post(f"{api}/flow_runs/filter", json={"sort": "START_TIME_ASC", "limit": 200})
+        tasks = httpx.post(f"{api}/task_runs/filter", json={"limit": 200})
+        flows.raise_for_status()
+        tasks.raise_for_status()
     except httpx.HTTPError as error:
         print(f"timeline: the Prefect API did not answer ({error})")
         return
+    _print_runs(flows.json(), tasks.json())
+
+
+def _print_runs(flows: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> None:
     names = {f["id"]: f["name"] for f in flows}
     rows = [(f["start_time"] or "", f"flow {f['name']}", f) for f in flows]
     for task in tasks:

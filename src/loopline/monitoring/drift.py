@@ -117,12 +117,12 @@ def correct(tests: Sequence[DriftTest], alpha: float, method: Correction) -> lis
     """The tests with adjusted p-values and which are rejected, corrected together as one family."""
     if not tests:
         return []
-    from statsmodels.stats.multitest import multipletests
-
     p_values = np.array([t.p_value if math.isfinite(t.p_value) else 1.0 for t in tests])
     if method == "holm":
         rejected, adjusted = holm(p_values, alpha)
     else:
+        from statsmodels.stats.multitest import multipletests
+
         rejected, adjusted, _, _ = multipletests(p_values, alpha=alpha, method=method)
     return [
         replace(test, adjusted_p=float(p), rejected=bool(r))
