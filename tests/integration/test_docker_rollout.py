@@ -31,7 +31,12 @@ NAME = "ab-boxed"
 
 
 def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_container_dies(
-    engine: Any, serving_image: BuiltImage, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Any,
+    serving_image: BuiltImage,
+    prefect_api: str,
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = mlflow.MlflowClient(tracking_uri)
     v1, v2 = register_pair(client, NAME, tmp_path)

@@ -28,12 +28,15 @@ NAME = "ab-tested"
 def rolled_back_events(timeout: float = 30.0) -> list[Any]:
     """The ``loopline.rollout.rolled-back`` events the Prefect server received (delivered asynchronously)."""
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as prefect:
         while True:  # a new filter each time: its window ends when it is made
-            wanted = EventFilter(event=EventNameFilter(name=["loopline.rollout.rolled-back"]))
+            wanted = EventFilter(
+                event=EventNameFilter(name=["loopline.rollout.rolled-back"]),
+                resource=EventResourceFilter(id=[f"loopline.model.{NAME}"]),
+            )
             events = prefect.read_events(wanted, limit=50).events  # the server's maximum
             if events or time.monotonic() > deadline:
                 return list(events)
@@ -41,7 +44,7 @@ def rolled_back_events(timeout: float = 30.0) -> list[Any]:
 
 
 def test_a_challenger_that_dies_mid_experiment_is_rolled_back_and_users_are_still_answered(
-    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_api: str, tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = mlflow.MlflowClient(tracking_uri)
     v1, v2 = register_pair(client, NAME, tmp_path)

@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from loopline.rollout.assign import assign
 from loopline.rollout.events import ExperimentState
 from loopline.rollout.router_runner import state_to_json
 from loopline.services.process import free_port
+from tests.latency import assert_no_delayed_ack_stall
 from tests.model_runs import logged_onnx_run
 from tests.platform import ROOT
 
@@ -194,11 +194,7 @@ def test_keep_alive_requests_through_the_router_do_not_stall(stack: Stack) -> No
             answer = predict(client, f"user-{i % 10}")
             timings.append(time.perf_counter() - started)
             assert answer.status_code == 200
-    median_ms = statistics.median(timings) * 1000
-    print(f"median /v1/predict through the router at concurrency 1: {median_ms:.2f} ms")
-    # a delayed-ACK stall on either side (client → router, router → model server) costs ~40 ms a request;
-    # unstalled it takes 2-4 ms alone and up to 13 ms with three more test processes on two cores
-    assert median_ms < 30, f"median {median_ms:.1f} ms: a delayed-ACK stall (TCP_NODELAY off on a side)?"
+    assert_no_delayed_ack_stall(timings)  # on either side: client → router, router → model server
 
 
 def test_a_higher_weight_moves_users_only_from_champion_to_challenger(stack: Stack) -> None:

@@ -357,19 +357,14 @@ class SlowStore(EventStore):
         self.batches.append((threading.get_ident(), len(rows)))
 
 
-def test_the_writer_writes_batches_off_the_calling_thread_and_never_waits_for_the_store(url: str) -> None:
+def test_the_writer_writes_batches_off_the_calling_thread(url: str) -> None:
+    """That a call never waits for the store is the unit test's (a store that never answers); the cost
+    of a call and the rows per second are ``benchmarks/event_writer.py``'s."""
     store = SlowStore(url)
     writer = BufferedEventWriter(store, max_buffer=5_000, flush_interval=0.02, batch_size=200)
-    costs = []
     for i in range(2_000):
-        started = time.perf_counter_ns()
         writer.record_request(routed(f"r{i}", user=f"u{i}"))
-        costs.append(time.perf_counter_ns() - started)
-    median_us = float(np.median(costs)) / 1000
-    p99_us = float(np.percentile(costs, 99)) / 1000
-    assert median_us < 50 and p99_us < 2_000, (median_us, p99_us)
-    assert writer.written < 2_000  # the slow store could not have kept up with the calls
-    counters = writer.close(timeout=10)
+    counters = writer.close(timeout=30)
     assert (counters.written, counters.buffered, counters.dropped_full, counters.dropped_error) == (
         2000,
         0,
@@ -379,21 +374,17 @@ def test_the_writer_writes_batches_off_the_calling_thread_and_never_waits_for_th
     assert request_count(url) == (2000, 2000)
     assert all(thread != threading.get_ident() for thread, _ in store.batches)
     assert max(rows for _, rows in store.batches) == 200 and len(store.batches) <= 2000 / 200 + 2
-    print(f"record_request: median {median_us:.1f} us, p99 {p99_us:.1f} us with the store 50 ms per batch")
     store.close()
 
 
-def test_flush_throughput(url: str) -> None:
+def test_ten_thousand_requests_all_arrive(url: str) -> None:
     store = EventStore(url)
     writer = BufferedEventWriter(store, max_buffer=20_000, flush_interval=0.05)
-    started = time.perf_counter()
     for i in range(10_000):
         writer.record_request(routed(f"r{i}", user=f"u{i % 97}", latency_ms=float(i % 50)))
-    counters = writer.close(timeout=30)
-    rate = counters.written / (time.perf_counter() - started)
-    print(f"flush throughput on {store.engine.dialect.name}: {rate:,.0f} rows/s")
-    assert counters.written == 10_000
-    assert rate > 2_000  # well above what one router on these cores answers
+    counters = writer.close(timeout=60)
+    assert (counters.written, counters.buffered, counters.dropped_full) == (10_000, 0, 0)
+    assert request_count(url) == (10_000, 10_000)
     store.close()
 
 

@@ -74,7 +74,7 @@ def test_a_lone_request_waits_at_most_max_wait() -> None:
         await batcher.stop()
         return elapsed
 
-    assert run(body) < 0.5
+    assert run(body) < 2.0  # 20 ms, however loaded the machine; not for ever, waiting for a full batch
 
 
 def test_the_model_runs_in_the_batchers_own_thread_which_ends_with_it() -> None:
@@ -127,7 +127,7 @@ def test_a_full_queue_refuses_at_once_and_the_queued_requests_still_finish() -> 
         started = time.perf_counter()
         with pytest.raises(QueueFull, match="3 requests waiting"):
             await batcher.submit(rows(9, 1))
-        assert time.perf_counter() - started < 0.1
+        assert time.perf_counter() - started < 2.0  # at once: not when the model frees a place
         gate.release.set()
         answers = await asyncio.gather(busy, *waiting)
         assert [float(a[0, 0]) for a in answers] == [0.0, 2.0, 4.0, 6.0]
