@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ import torch
 from loopline.data.demo import labeled_digit_rows
 from loopline.data.labeled import write_labeled_manifest
 from loopline.data.store import LocalStore
-from loopline.services.standalone import running_service
 from loopline.training.checkpoint import load_checkpoint
 from tests.platform import ROOT
 
@@ -32,13 +30,9 @@ PARAMS = {
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("servers")
-    with (
-        running_service("prefect-server", root / "prefect", ROOT) as (prefect, _),
-        running_service("mlflow", root / "mlflow", ROOT) as (mlflow, _),
-    ):
-        yield {"PREFECT_API_URL": f"{prefect.url}/api", "LOOPLINE_MLFLOW_TRACKING_URI": mlflow.url}
+def servers(prefect_api: str, mlflow_server: str) -> dict[str, str]:
+    """The session's Prefect and MLflow servers, as the training processes' environment."""
+    return {"PREFECT_API_URL": prefect_api, "LOOPLINE_MLFLOW_TRACKING_URI": mlflow_server}
 
 
 def start(home: Path, labels: dict, servers: dict[str, str]) -> subprocess.Popen:  # type: ignore[type-arg]
@@ -79,7 +73,7 @@ def test_a_killed_training_resumes_to_the_same_result(tmp_path: Path, servers: d
         "images": 300,
         "kappa": None,
     }
-    calm, crashed = tmp_path / "uninterrupted", tmp_path / "crashed"
+    calm, crashed = tmp_path / "crash-test-calm", tmp_path / "crash-test-killed"
     expected = finish(start(calm, labels, servers), calm)
 
     victim = start(crashed, labels, servers)

@@ -163,7 +163,7 @@ def test_a_probe_that_hangs_is_reported_at_the_deadline_and_one_that_raises_is_o
     ]
     started = time.monotonic()
     checks = run_probes(probes, deadline_s=0.5)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # cut at the deadline, not after the 30 s hang
     assert checks == [
         Check("mlflow", "failed", "no answer within 0.5 s", "check MLflow"),
         Check(
@@ -180,6 +180,6 @@ def test_a_prefect_api_that_accepts_but_never_answers_fails_within_the_timeout()
         api = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
         started = time.monotonic()
         [check] = check_prefect(api, "3.9.1", "local", ["k8s-gpu"], list(SERVER_BLOCKS), timeout=0.5)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 4  # under httpx's own 5 s default: the 0.5 s was used
     assert check.status == "failed" and "not reachable (ReadTimeout)" in check.detail
     assert "LOOPLINE_PREFECT_API_URL" in check.fix

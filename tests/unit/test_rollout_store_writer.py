@@ -142,7 +142,7 @@ def test_close_with_the_store_down_gives_up_at_the_timeout_and_counts_what_is_le
         writer.record_request(request(i))
     started = time.monotonic()
     counters = writer.close(timeout=0.3)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10  # the store never comes back: without the timeout, never
     assert (counters.written, counters.buffered, counters.dropped_error) == (0, 0, 5)
     writer.record_request(request(6))  # after close: neither raises nor buffers
     assert (writer.buffered, writer.dropped_error) == (0, 6)

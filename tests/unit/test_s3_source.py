@@ -22,8 +22,12 @@ def s3(monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def test_listing_follows_every_page(s3) -> None:  # type: ignore[no-untyped-def]
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]  # straight into moto: 2,345 PUTs through boto3 take 30 s
     for i in range(2_345):
-        s3.put_object(Bucket="raw", Key=f"batch/{'cat' if i % 2 else 'dog'}/{i:05d}.png", Body=b"x")
+        backend.put_object("raw", f"batch/{'cat' if i % 2 else 'dog'}/{i:05d}.png", b"x")
     s3.put_object(Bucket="raw", Key="other/0.png", Body=b"x")
     files = S3PrefixSource("s3://raw/batch", s3).list_files()
     assert len(files) == 2_345  # more than the 1,000 keys of one page

@@ -15,14 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
-from label_studio_sdk import LabelStudio as Sdk
-from label_studio_sdk.core.api_error import ApiError
 
 from loopline.errors import LabelStudioError, LabelStudioUnavailable
 from loopline.labeling.studio_errors import refusal, token_kind, unreachable
+
+if TYPE_CHECKING:  # the SDK is imported on first use: it costs a flow-run process about 1 s
+    from label_studio_sdk import LabelStudio as Sdk
 
 KEY_MARKER = "loopline-key:"
 # Loopline's tasks retry Label Studio calls (with backoff lists); the SDK's own retries are off.
@@ -74,6 +75,8 @@ class LabelStudio:
     def sdk(self) -> Sdk:
         """The SDK client (made on first use: the SDK refuses an expired personal access token at once)."""
         if self._client is None:
+            from label_studio_sdk import LabelStudio as Sdk
+
             with self._errors("reading the API token"):
                 self._client = Sdk(
                     base_url=self.url,
@@ -109,6 +112,8 @@ class LabelStudio:
     @contextmanager
     def _errors(self, what: str, project_id: int | None = None) -> Iterator[None]:
         """Turn the SDK's and httpx's failures into loopline's named errors."""
+        from label_studio_sdk.core.api_error import ApiError
+
         try:
             yield
         except httpx.TransportError as exc:

@@ -26,7 +26,6 @@ from typing import Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy import stats as sps
 
 from loopline.rollout.events import Feedback, RoutedRequest, Variant, Verdict
 from loopline.rollout.sequential import Interval, difference_p_value, proportion_difference, quantile_interval
@@ -342,6 +341,8 @@ def check_split(
     p_value = 1.0
     if 0 < expected_share < 1 and total * min(expected_share, 1 - expected_share) >= 5:  # chi-square's rule
         expected = [total * (1 - expected_share), total * expected_share]
+        from scipy import stats as sps  # here: scipy.stats costs a flow-run process about 1 s to import
+
         p_value = float(sps.chisquare([a, b], f_exp=expected).pvalue)
     elif expected_share in (0.0, 1.0) and (b if expected_share == 0 else a) > 0:
         p_value = 0.0  # traffic on an arm that should have none
