@@ -4,24 +4,26 @@ The router records one row per answered request. ``BufferedEventWriter.record_re
 row to a buffer; a thread writes batches. The baseline is what a router without it would do: one
 ``EventStore.insert_requests([row])`` per request, on the request's own thread.
 
-For each database (a SQLite file, and PostgreSQL when ``--postgres URL`` names a server whose user may
-create databases) the script records ``--rows`` requests both ways into a fresh database and prints:
+For each database (a SQLite file, and PostgreSQL: ``--postgres URL`` names a server whose user may create
+databases, ``--postgres start`` starts one as the tests do) the script records ``--rows`` requests both
+ways into a fresh database and prints:
 
 - the caller's cost per request (median and p99 of each call), and the ratio baseline / buffered;
 - rows per second until every row is in the database (for the writer: from the first call to ``close``).
 
-Run: .venv/bin/python benchmarks/event_writer.py [--rows 10000] [--postgres postgresql+psycopg://...]
+Run: .venv/bin/python benchmarks/event_writer.py [--rows 10000] [--postgres start|postgresql+psycopg://...]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ import sqlalchemy as sa
 from loopline.rollout.events import RoutedRequest
 from loopline.rollout.store import EventStore, sqlite_url
 from loopline.rollout.writer import BufferedEventWriter
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def row(i: int) -> RoutedRequest:
@@ -106,16 +110,28 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, default=10_000, help="Requests recorded each way (default 10000)."
     )
-    parser.add_argument("--postgres", help="A PostgreSQL server URL (SQLAlchemy form) to measure as well.")
+    parser.add_argument(
+        "--postgres", help="Measure PostgreSQL too: a server URL (SQLAlchemy form), or 'start' to start one."
+    )
     args = parser.parse_args()
     kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    with ExitStack() as stack:
+        if args.postgres == "start":
+            sys.path.insert(0, str(ROOT))
+            from tests.postgres import running_postgres
+
+            args.postgres = stack.enter_context(running_postgres())
+        measure(kinds, args.rows, args.postgres)
+
+
+def measure(kinds: list[str], rows: int, postgres: str | None) -> None:
     for kind in kinds:
-        with fresh_database(kind, args.postgres) as url:
-            direct_costs, direct_rate = one_by_one(url, args.rows)
-        with fresh_database(kind, args.postgres) as url:
-            writer_costs, writer_rate = buffered(url, args.rows)
+        with fresh_database(kind, postgres) as url:
+            direct_costs, direct_rate = one_by_one(url, rows)
+        with fresh_database(kind, postgres) as url:
+            writer_costs, writer_rate = buffered(url, rows)
         ratio = statistics.median(direct_costs) / statistics.median(writer_costs)
-        print(f"{kind}, {args.rows} requests")
+        print(f"{kind}, {rows} requests")
         print(f"  one insert per request: {describe(direct_costs)}; {direct_rate:9,.0f} rows/s")
         print(f"  buffered writer:        {describe(writer_costs)}; {writer_rate:9,.0f} rows/s")
         print(f"  caller's median cost {ratio:,.0f}x lower; rows/s {writer_rate / direct_rate:.1f}x")
