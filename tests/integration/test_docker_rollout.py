@@ -30,6 +30,23 @@ pytestmark = pytest.mark.integration
 NAME = "ab-boxed"
 
 
+def settled_summaries(store: EventStore, experiment: str, quiet: float = 2.0) -> Any:
+    """The arms' summaries once they stop changing for ``quiet`` seconds (the router flushes its buffer
+    every 0.5 s; a loaded machine may take longer)."""
+
+    def counts(summaries: Any) -> list[tuple[int, int, int]]:
+        return [(arm.requests, arm.errors, arm.feedback) for _, arm in sorted(summaries.items())]
+
+    deadline = time.monotonic() + 60
+    last = store.arm_summaries(experiment)
+    while True:
+        time.sleep(quiet)
+        now = store.arm_summaries(experiment)
+        if counts(now) == counts(last) or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_container_dies(
     engine: Any,
     serving_image: BuiltImage,
@@ -73,8 +90,7 @@ def test_the_ab_test_runs_on_containers_and_rolls_back_a_challenger_whose_contai
         assert not engine.containers.list(all=True, filters={"name": container_name(NAME, "challenger")})
 
         store = EventStore(settings.resolved_event_store_url)
-        time.sleep(1.5)  # the router's buffer is flushed every 0.5 s: the traffic so far is stored
-        before = store.arm_summaries(f"{NAME}-v{v2}")
+        before = settled_summaries(store, f"{NAME}-v{v2}")  # the traffic so far, all flushed
         assert before["challenger"].errors > 0 and before["champion"].errors == 0
         for user in range(20):  # answered by the champion, buffered in the router...
             answer = httpx.post(f"{router}/v1/predict", content=b"x", headers={"X-User-Id": f"late{user}"})

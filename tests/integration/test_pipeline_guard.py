@@ -19,6 +19,7 @@ from loopline.data.store import LocalStore, S3Store, open_store
 from loopline.errors import DataRootUnavailable, SourceUnreachable
 from loopline.services.process import free_port
 from loopline.settings import get_settings
+from tasks.retry import retry_on_transient_io
 from tests.integration.s3server import s3_server
 from tests.tcp_relay import tcp_relay
 
@@ -173,14 +174,26 @@ def test_an_s3_data_root_down_for_a_while_is_waited_out_and_one_down_for_good_is
         monkeypatch.setenv("LOOPLINE_S3_ACCESS_KEY_ID", s3.access_key)
         monkeypatch.setenv("LOOPLINE_S3_SECRET_ACCESS_KEY", s3.secret_key)
         monkeypatch.setenv("LOOPLINE_S3_MAX_ATTEMPTS", "2")
-        # The task waits 5, 30 and 60 s between its tries; here 2 s, and the outage is scaled with them.
-        quick = flows.collect.collect_images.with_options(retry_delay_seconds=[2, 2, 2])
+        outage_over = threading.Event()
+
+        def back_after_the_first_failed_try(task: Any, task_run: Any, state: Any) -> bool:
+            """The task's own retry decision; the first outage ends once a try has failed in it (a timer
+            could end it before a loaded machine's first try)."""
+            retry = retry_on_transient_io(task, task_run, state)
+            if not outage_over.is_set():
+                outage_over.set()
+                relay.restore()
+            return retry
+
+        # The task waits 5, 30 and 60 s between its tries; here 2 s.
+        quick = flows.collect.collect_images.with_options(
+            retry_delay_seconds=[2, 2, 2], retry_condition_fn=back_after_the_first_failed_try
+        )
         monkeypatch.setattr(flows.collect, "collect_images", quick)
         store = open_store("s3://lake/data", get_settings())
         assert isinstance(store, S3Store)
 
         relay.cut()
-        threading.Timer(3.0, relay.restore).start()
         state = collect_flow(CollectParameters(source=str(demo.rounds[0])), return_state=True)
         assert state.is_completed(), state
         with get_client(sync_client=True) as client:
