@@ -22,13 +22,12 @@ shopt -s nullglob
 # One thread per torch/OpenMP pool: four processes share the cores, and idle OpenMP threads spin.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # Four groups side by side, each e2e printing its timeline (-rP): the team-tier e2e (object detection on
-# PostgreSQL + S3) with test_services; the laptop e2e (classification) with the other integration modules
-# that start whole platforms; the others test_a..p; the unit tests with the other integration modules
+# PostgreSQL + S3) with test_services; the laptop e2e (classification) with doctor, migrate and PAT, which
+# start whole platforms; the others test_a..p (test_automations among them: that group ends first); the unit tests with the other integration modules
 # test_q..z. The two cores are busy throughout: the last two groups run at a lower priority (nice 5), so the
 # two e2e tests, each one long chain of steps, get more of the CPU when they need it. Not nice 10: at a
 # tenth of a core a test waiting for its own server with a deadline fails for no fault of the code.
-platforms=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py
-      tests/integration/test_automations.py)
+platforms=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py)
 after_team=(tests/integration/test_services.py)
 first_half=()
 for module in tests/integration/test_[a-p]*.py; do
