@@ -60,3 +60,30 @@ def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
     spec.pid_file.parent.mkdir(parents=True)
     spec.pid_file.write_text("1\nnot-our-server-xyz\n")  # PID 1 is alive but is not our server
     assert process.running_pid(spec) is None
+
+
+def test_stop_ends_what_the_service_started_in_sessions_of_its_own(tmp_path: Path) -> None:
+    """A Prefect worker starts each flow run in a session of its own: out of the service's process group,
+    so stopping the group alone would leave a training run going."""
+    port, child_pid = free_port(), tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+        f"open({str(child_pid)!r}, 'w').write(str(child.pid))\n"
+        f"sys.argv = ['http.server', '{port}', '--bind', '127.0.0.1']\n"
+        "import runpy; runpy.run_module('http.server', run_name='__main__')\n"
+    )
+    spec = http_server(tmp_path, port, [sys.executable, "-c", script])
+    process.start(spec)
+    child = int(child_pid.read_text())
+    assert running(child)
+    assert process.stop(spec, grace=2)
+    assert not running(child)
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a killed orphan may wait for a reaper that never comes in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

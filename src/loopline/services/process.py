@@ -162,10 +162,12 @@ def wait_healthy(spec: ProcessSpec, pid: int) -> None:
 
 
 def stop(spec: ProcessSpec, grace: float = 10.0) -> bool:
-    """Stop the process group this service started (only ours: by PID file). True if one was stopped."""
+    """Stop the process group this service started (only ours: by PID file), and the processes it started
+    in sessions of their own (a Prefect worker's flow runs). True if one was stopped."""
     pid = running_pid(spec)
     stopped = False
     if pid is not None:
+        strays = descendants(pid)  # read first: once the service is gone, its children have a new parent
         for sig in (*spec.stop_signals, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, sig)
@@ -176,9 +178,54 @@ def stop(spec: ProcessSpec, grace: float = 10.0) -> bool:
                 break
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
+        _stop_strays(strays, grace)
         stopped = True
     spec.pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every process below ``pid`` (children, their children, ...) as ``{pid: start time}``, read from
+    /proc (empty where there is none). The start time tells a process from a later one with its PID."""
+    parents: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not a process
+        child = int(entry.name)
+        parents.setdefault(int(fields[1]), []).append(child)  # fields after the name: state, ppid, ...
+        started[child] = int(fields[19])  # starttime, in clock ticks since boot
+    found: dict[int, int] = {}
+    todo = list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if child not in found:
+            found[child] = started[child]
+            todo.extend(parents.get(child, []))
+    return found
+
+
+def _stop_strays(strays: dict[int, int], grace: float) -> None:
+    """TERM, then KILL after ``grace`` seconds, each process of ``strays`` that still runs as itself."""
+
+    def still_ours() -> list[int]:
+        alive = []
+        for stray, started in strays.items():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{stray}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[19]) == started and fields[0] != "Z":
+                    alive.append(stray)
+        return alive
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for stray in still_ours():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(stray, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline and still_ours():
+            time.sleep(0.2)
 
 
 def _port_setting(name: str) -> str:
