@@ -184,19 +184,27 @@ def stop(spec: ProcessSpec, grace: float = 10.0) -> bool:
     return stopped
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the process's name: state, ppid, ... (starttime at index 19);
+    None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def descendants(pid: int) -> dict[int, int]:
     """Every process below ``pid`` (children, their children, ...) as ``{pid: start time}``, read from
     /proc (empty where there is none). The start time tells a process from a later one with its PID."""
     parents: dict[int, list[int]] = {}
     started: dict[int, int] = {}
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile, or not a process
+        fields = _stat(entry.name)
+        if fields is None:
+            continue  # gone meanwhile
         child = int(entry.name)
-        parents.setdefault(int(fields[1]), []).append(child)  # fields after the name: state, ppid, ...
-        started[child] = int(fields[19])  # starttime, in clock ticks since boot
+        parents.setdefault(int(fields[1]), []).append(child)
+        started[child] = int(fields[19])  # in clock ticks since boot
     found: dict[int, int] = {}
     todo = list(parents.get(pid, []))
     while todo:
@@ -208,16 +216,15 @@ def descendants(pid: int) -> dict[int, int]:
 
 
 def _stop_strays(strays: dict[int, int], grace: float) -> None:
-    """TERM, then KILL after ``grace`` seconds, each process of ``strays`` that still runs as itself."""
+    """TERM, then KILL after ``grace`` seconds, each process of ``strays`` that still runs as itself (same
+    start time, not a zombie)."""
 
     def still_ours() -> list[int]:
-        alive = []
-        for stray, started in strays.items():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(f"/proc/{stray}/stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[19]) == started and fields[0] != "Z":
-                    alive.append(stray)
-        return alive
+        return [
+            stray
+            for stray, started in strays.items()
+            if (fields := _stat(stray)) is not None and int(fields[19]) == started and fields[0] != "Z"
+        ]
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for stray in still_ours():
