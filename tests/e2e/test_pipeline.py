@@ -25,7 +25,7 @@ from loopline.rollout.store import EventStore
 from loopline.services.process import free_port, port_in_use
 from tests.platform import BIN, ROOT, run, running_platform
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]  # a guard against a hang
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]  # a guard against a hang (a loaded run took 1013 s)
 DIGITS = [str(d) for d in range(10)]  # the demo data's label set
 # One trial per round (HPO has its own tests): a space where any sample trains a usable model in time
 ONE_TRIAL_SPACE = {"optimizers": ["adamw"], "lr": {"low": 0.002, "high": 0.01, "log": True}}
