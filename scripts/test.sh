@@ -23,8 +23,8 @@ shopt -s nullglob
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # Four groups side by side, each e2e printing its timeline (-rP): the team-tier e2e (object detection on
 # PostgreSQL + S3) with test_services; the laptop e2e (classification) with doctor, migrate and PAT, which
-# start whole platforms; the others test_a..p (test_automations among them: that group ends first); the unit tests with the other integration modules
-# test_q..z. The two cores are busy throughout: the last two groups run at a lower priority (nice 5), so the
+# start whole platforms; the others test_a..p (test_automations among them: that group ended first); the
+# unit tests with the other integration modules test_q..z. The two cores are busy throughout: the last two groups run at a lower priority (nice 5), so the
 # two e2e tests, each one long chain of steps, get more of the CPU when they need it. Not nice 10: at a
 # tenth of a core a test waiting for its own server with a deadline fails for no fault of the code.
 platforms=(tests/integration/test_doctor.py tests/integration/test_migrate.py tests/integration/test_label_studio_pat.py)
